@@ -1,8 +1,22 @@
 # SPDX-License-Identifier: GPL-2.0
-# Builds kvm_lapic_pin.ko for the running kernel, or for another one with
-# KERNELRELEASE=<uname -r of it> (or KVER=) or KDIR=<its build directory>.
+#
+#   make                    build kvm_lapic_pin.ko for the running kernel
+#   make KERNELRELEASE=V    ... for kernel V (or KVER=V, or KDIR=its build dir)
+#   sudo make install       DKMS install for kernel V (default: running one),
+#                           udev rule, modprobe.d example; loads the module
+#                           now if kvm is loaded
+#   sudo make uninstall     remove all of it
+#   sudo make sign          sign the built module with DKMS's MOK key
+#   make check              the whole test suite (KERNELS="6.12 ..." for some)
 KVER ?= $(if $(KERNELRELEASE),$(KERNELRELEASE),$(shell uname -r))
 KDIR ?= /lib/modules/$(KVER)/build
+
+PKG := kvm-lapic-pin
+VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"$$/\1/p' dkms.conf)
+SRC_DIR := /usr/src/$(PKG)-$(VERSION)
+RULES := /usr/lib/udev/rules.d/90-kvm-lapic-pin.rules
+MODPROBE_CONF := /etc/modprobe.d/kvm-lapic-pin.conf
+MOK := /var/lib/dkms/mok
 
 modules:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
@@ -13,4 +27,39 @@ clean:
 check:
 	tests/run.sh $(KERNELS)
 
-.PHONY: modules clean check
+root:
+	@test "$$(id -u)" = 0 || { \
+		echo "make $(MAKECMDGOALS) changes the system: run it as root (sudo make $(MAKECMDGOALS))" >&2; \
+		exit 1; }
+
+install: root
+	rm -rf $(SRC_DIR)
+	mkdir -p $(SRC_DIR)
+	cp -r Kbuild Makefile dkms.conf src $(SRC_DIR)/
+	dkms status -m $(PKG) -v $(VERSION) | grep -q . || \
+		dkms add -m $(PKG) -v $(VERSION)
+	dkms install --force -m $(PKG) -v $(VERSION) -k $(KVER) \
+		--kernelsourcedir $(KDIR)
+	install -D -m 0644 udev/90-kvm-lapic-pin.rules $(RULES)
+	install -D -m 0644 udev/kvm-lapic-pin.conf $(MODPROBE_CONF)
+	if udevadm control --ping 2>/dev/null; then udevadm control --reload; fi
+	if [ "$(KVER)" = "$$(uname -r)" ] && [ -d /sys/module/kvm ]; then \
+		modprobe kvm_lapic_pin && \
+		echo "kvm_lapic_pin: enabled=$$(cat /sys/module/kvm_lapic_pin/parameters/enabled) attached=$$(cat /sys/module/kvm_lapic_pin/status/attached)"; \
+	fi
+
+uninstall: root
+	if [ -d /sys/module/kvm_lapic_pin ]; then modprobe -r kvm_lapic_pin; fi
+	for v in $$(dkms status -m $(PKG) | sed -n 's|^$(PKG)[/,] *\([^,:]*\).*|\1|p' | sort -u); do \
+		dkms remove -m $(PKG) -v $$v --all || exit 1; \
+	done
+	rm -rf /usr/src/$(PKG)-*
+	rm -f $(RULES) $(MODPROBE_CONF)
+	if udevadm control --ping 2>/dev/null; then udevadm control --reload; fi
+
+sign: root
+	@test -f $(MOK).key && test -f $(MOK).pub || { \
+		echo "no DKMS MOK key at $(MOK).key and $(MOK).pub" >&2; exit 1; }
+	$(KDIR)/scripts/sign-file sha256 $(MOK).key $(MOK).pub kvm_lapic_pin.ko
+
+.PHONY: modules clean check root install uninstall sign

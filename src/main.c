@@ -249,9 +249,6 @@ static const char *klp_reason(int err)
 		return "symbol not found";
 	case -EPERM:
 		return "kprobes not permitted (kernel lockdown?)";
-	case -ENOSYS:
-	case -EOPNOTSUPP:
-		return "kprobes not supported";
 	default:
 		return "kprobe registration failed";
 	}

@@ -1,0 +1,10 @@
+#!/bin/bash
+# The DKMS install/uninstall cycle for one kernel of the matrix, run in that
+# kernel's build environment.
+#
+#   tests/dkms.sh KERNEL
+set -euo pipefail
+
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+eval "$("$TESTS_DIR/kernels.sh" info "$1")"
+"$TESTS_DIR/kernels.sh" run "$1" -- "$TESTS_DIR/dkms-cycle.sh" "$KVER" "$KDIR"

@@ -1,0 +1,698 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * lapic-timer - minimal KVM workload that arms the guest's local APIC timer
+ * N times and checks that every expiry is delivered exactly once.
+ *
+ * The guest runs in flat 32-bit protected mode without paging, set up
+ * directly through KVM_SET_SREGS.  It uses the in-kernel irqchip, so every
+ * timer expiry goes through KVM's emulated LAPIC timer (apic_timer_fn).
+ * Progress and completion are reported through OUT instructions; the
+ * per-interrupt latency samples are written by the guest into its memory
+ * and summarised by the host.
+ *
+ * Exit status: 0 if received == armed, 1 otherwise (including watchdog
+ * expiry), 2 on setup error or guest crash.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/kvm.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XSTR(x)			STR(x)
+#define STR(x)			#x
+
+/* Guest physical memory layout (a single memslot starting at GPA 0). */
+#define GDT_GPA			0x1000
+#define IDT_GPA			0x2000
+#define DATA_GPA		0x3000
+#define CODE_GPA		0x10000
+#define STACK_TOP		0x80000
+#define SAMPLES_GPA		0x100000
+#define MAX_COUNT		1000000
+#define MEM_ALIGN		(2UL << 20)
+
+/* struct guest_data field offsets, shared with the guest assembly. */
+#define D_MODE			0x00
+#define D_COUNT			0x04
+#define D_TMICT			0x08
+#define D_RECEIVED		0x0c
+#define D_SPURIOUS		0x10
+#define D_TSC_INTERVAL		0x18
+#define D_DEADLINE		0x20
+
+/* Guest -> host I/O ports. */
+#define PORT_PROGRESS		0x500
+#define PORT_DONE		0x501
+#define PORT_UNEXPECTED		0x502
+
+/* Local APIC (xAPIC MMIO) */
+#define APIC_BASE		0xfee00000
+#define APIC_EOI		0xb0
+#define APIC_SVR		0xf0
+#define APIC_ISR		0x100
+#define APIC_LVTT		0x320
+#define APIC_TMICT		0x380
+#define APIC_TDCR		0x3e0
+#define APIC_SVR_ENABLE		0x100
+#define APIC_LVT_MASKED		(1 << 16)
+#define APIC_LVT_PERIODIC	(1 << 17)
+#define APIC_LVT_TSCDEADLINE	(2 << 17)
+#define APIC_TDCR_DIV1		0xb
+#define MSR_IA32_TSC_DEADLINE	0x6e0
+
+#define TIMER_VECTOR		0xec
+#define SPURIOUS_VECTOR		0xff
+#define TIMER_ISR_REG		(APIC_ISR + 0x10 * (TIMER_VECTOR / 32))
+#define TIMER_ISR_BIT		(1 << (TIMER_VECTOR % 32))
+
+/*
+ * KVM's APIC bus runs at 1 GHz (APIC_BUS_CYCLE_NS = 1, the default of the
+ * KVM_CAP_X86_APIC_BUS_CYCLES_NS knob on newer kernels, which we leave
+ * alone), so with divide 1 TMICT counts nanoseconds.
+ */
+#define APIC_BUS_CYCLE_NS	1
+
+#define MODE_ONESHOT		0
+#define MODE_PERIODIC		1
+#define MODE_TSCDEADLINE	2
+
+#define CPUID_TSC_DEADLINE	(1u << 24)	/* CPUID.1:ECX */
+
+struct guest_data {
+	uint32_t mode;
+	uint32_t count;
+	uint32_t tmict;
+	uint32_t received;
+	uint32_t spurious;
+	uint32_t pad;
+	uint64_t tsc_interval;
+	uint64_t deadline;
+};
+
+_Static_assert(offsetof(struct guest_data, mode) == D_MODE, "layout");
+_Static_assert(offsetof(struct guest_data, count) == D_COUNT, "layout");
+_Static_assert(offsetof(struct guest_data, tmict) == D_TMICT, "layout");
+_Static_assert(offsetof(struct guest_data, received) == D_RECEIVED, "layout");
+_Static_assert(offsetof(struct guest_data, spurious) == D_SPURIOUS, "layout");
+_Static_assert(offsetof(struct guest_data, tsc_interval) == D_TSC_INTERVAL,
+	       "layout");
+_Static_assert(offsetof(struct guest_data, deadline) == D_DEADLINE, "layout");
+
+#define D(off)			XSTR(DATA_GPA + off)
+#define APIC(reg)		XSTR(APIC_BASE + reg)
+
+/*
+ * Guest code, 32-bit, position independent apart from the absolute
+ * addresses of the data page, the samples array and the APIC.
+ *
+ * guest_stubs: 256 16-byte stubs, one per vector, that report an
+ * unexpected exception or interrupt to the host and halt.
+ */
+__asm__(
+	".pushsection .rodata\n"
+	".code32\n"
+	".globl guest_code, guest_code_end, guest_timer_isr, guest_stubs\n"
+	"guest_code:\n"
+	"	movl $" XSTR(APIC_SVR_ENABLE | SPURIOUS_VECTOR) ", " APIC(APIC_SVR) "\n"
+	"	movl $" XSTR(APIC_TDCR_DIV1) ", " APIC(APIC_TDCR) "\n"
+	"	movl " D(D_MODE) ", %eax\n"
+	"	cmpl $" XSTR(MODE_TSCDEADLINE) ", %eax\n"
+	"	je .Lstart_tscdl\n"
+	"	cmpl $" XSTR(MODE_PERIODIC) ", %eax\n"
+	"	je .Lstart_periodic\n"
+	"	movl $" XSTR(TIMER_VECTOR) ", " APIC(APIC_LVTT) "\n"
+	"	call .Larm_oneshot\n"
+	"	jmp .Lwait\n"
+	".Lstart_periodic:\n"
+	"	movl $" XSTR(TIMER_VECTOR | APIC_LVT_PERIODIC) ", " APIC(APIC_LVTT) "\n"
+	"	call .Larm_oneshot\n"
+	"	jmp .Lwait\n"
+	".Lstart_tscdl:\n"
+	"	movl $" XSTR(TIMER_VECTOR | APIC_LVT_TSCDEADLINE) ", " APIC(APIC_LVTT) "\n"
+	"	call .Larm_tscdl\n"
+	".Lwait:\n"
+	"	cli\n"
+	"	movl " D(D_RECEIVED) ", %eax\n"
+	"	cmpl " D(D_COUNT) ", %eax\n"
+	"	jae .Ldone\n"
+	"	sti\n"
+	"	hlt\n"
+	"	jmp .Lwait\n"
+	".Ldone:\n"
+	"	movw $" XSTR(PORT_DONE) ", %dx\n"
+	"	outl %eax, %dx\n"
+	".Lhalt:\n"
+	"	cli\n"
+	"	hlt\n"
+	"	jmp .Lhalt\n"
+
+	/* deadline = rdtsc + tsc_interval; TMICT = tmict. */
+	".Larm_oneshot:\n"
+	"	rdtsc\n"
+	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
+	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"
+	"	movl %eax, " D(D_DEADLINE) "\n"
+	"	movl %edx, " D(D_DEADLINE + 4) "\n"
+	"	movl " D(D_TMICT) ", %eax\n"
+	"	movl %eax, " APIC(APIC_TMICT) "\n"
+	"	ret\n"
+
+	/* deadline = rdtsc + tsc_interval; IA32_TSC_DEADLINE = deadline. */
+	".Larm_tscdl:\n"
+	"	rdtsc\n"
+	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
+	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"
+	"	movl %eax, " D(D_DEADLINE) "\n"
+	"	movl %edx, " D(D_DEADLINE + 4) "\n"
+	"	movl $" XSTR(MSR_IA32_TSC_DEADLINE) ", %ecx\n"
+	"	wrmsr\n"
+	"	ret\n"
+
+	/*
+	 * Timer interrupt: count it only if the vector is in service, record
+	 * the latency, EOI, re-arm (before reporting, so that the timer is
+	 * armed while the host may migrate the vCPU thread), then report.
+	 */
+	"guest_timer_isr:\n"
+	"	pushl %eax\n"
+	"	pushl %ecx\n"
+	"	pushl %edx\n"
+	"	rdtsc\n"
+	"	testl $" XSTR(TIMER_ISR_BIT) ", " APIC(TIMER_ISR_REG) "\n"
+	"	jz .Lspurious\n"
+	"	subl " D(D_DEADLINE) ", %eax\n"
+	"	sbbl " D(D_DEADLINE + 4) ", %edx\n"
+	"	movl " D(D_RECEIVED) ", %ecx\n"
+	"	movl %eax, " XSTR(SAMPLES_GPA) "(,%ecx,8)\n"
+	"	movl %edx, " XSTR(SAMPLES_GPA + 4) "(,%ecx,8)\n"
+	"	incl %ecx\n"
+	"	movl %ecx, " D(D_RECEIVED) "\n"
+	"	movl $0, " APIC(APIC_EOI) "\n"
+	"	cmpl " D(D_COUNT) ", %ecx\n"
+	"	jae .Lstop\n"
+	"	movl " D(D_MODE) ", %eax\n"
+	"	cmpl $" XSTR(MODE_TSCDEADLINE) ", %eax\n"
+	"	je .Lrearm_tscdl\n"
+	"	cmpl $" XSTR(MODE_PERIODIC) ", %eax\n"
+	"	je .Lnext_period\n"
+	"	call .Larm_oneshot\n"
+	"	jmp .Lreport\n"
+	".Lrearm_tscdl:\n"
+	"	call .Larm_tscdl\n"
+	"	jmp .Lreport\n"
+	".Lnext_period:\n"
+	"	movl " D(D_TSC_INTERVAL) ", %eax\n"
+	"	movl " D(D_TSC_INTERVAL + 4) ", %edx\n"
+	"	addl %eax, " D(D_DEADLINE) "\n"
+	"	adcl %edx, " D(D_DEADLINE + 4) "\n"
+	"	jmp .Lreport\n"
+	".Lstop:\n"
+	"	movl $" XSTR(TIMER_VECTOR | APIC_LVT_MASKED) ", " APIC(APIC_LVTT) "\n"
+	".Lreport:\n"
+	"	movl %ecx, %eax\n"
+	"	movw $" XSTR(PORT_PROGRESS) ", %dx\n"
+	"	outl %eax, %dx\n"
+	".Liret:\n"
+	"	popl %edx\n"
+	"	popl %ecx\n"
+	"	popl %eax\n"
+	"	iret\n"
+	".Lspurious:\n"
+	"	incl " D(D_SPURIOUS) "\n"
+	"	jmp .Liret\n"
+
+	".balign 16\n"
+	"guest_stubs:\n"
+	".set .Lvec, 0\n"
+	".rept 256\n"
+	"	.balign 16\n"
+	"	movl $.Lvec, %eax\n"
+	"	jmp .Lunexpected\n"
+	"	.set .Lvec, .Lvec + 1\n"
+	".endr\n"
+	".Lunexpected:\n"
+	"	movw $" XSTR(PORT_UNEXPECTED) ", %dx\n"
+	"	outl %eax, %dx\n"
+	"	jmp .Lhalt\n"
+	"guest_code_end:\n"
+	".code64\n"
+	".popsection\n");
+
+extern const unsigned char guest_code[], guest_code_end[];
+extern const unsigned char guest_timer_isr[], guest_stubs[];
+
+static const char *const mode_names[] = {
+	[MODE_ONESHOT] = "oneshot",
+	[MODE_PERIODIC] = "periodic",
+	[MODE_TSCDEADLINE] = "tscdeadline",
+};
+
+struct options {
+	int mode;
+	unsigned long interval_us;
+	unsigned long count;
+	int cpu;
+	int migrate_to;
+	unsigned long migrate_after;
+	int idle;
+};
+
+struct vm {
+	int kvm_fd;
+	int vm_fd;
+	int vcpu_fd;
+	struct kvm_run *run;
+	unsigned char *mem;
+	size_t mem_size;
+	unsigned int tsc_khz;
+	int tsc_deadline;
+};
+
+static struct kvm_run *watchdog_run;
+static volatile sig_atomic_t watchdog_fired;
+
+static void __attribute__((noreturn, format(printf, 1, 2)))
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("lapic-timer: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static void __attribute__((noreturn)) usage(void)
+{
+	fprintf(stderr,
+		"usage: lapic-timer [--mode oneshot|tscdeadline|periodic]\n"
+		"                   [--interval-us U] [--count N] [--cpu C]\n"
+		"                   [--migrate-to D --migrate-after K]\n"
+		"       lapic-timer --idle\n");
+	exit(2);
+}
+
+static unsigned long parse_ulong(const char *opt, const char *s,
+				 unsigned long min, unsigned long max)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < min || v > max)
+		die("%s: expected an integer in [%lu, %lu], got '%s'",
+		    opt, min, max, s);
+	return v;
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "mode", required_argument, NULL, 'm' },
+		{ "interval-us", required_argument, NULL, 'i' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "cpu", required_argument, NULL, 'c' },
+		{ "migrate-to", required_argument, NULL, 't' },
+		{ "migrate-after", required_argument, NULL, 'a' },
+		{ "idle", no_argument, NULL, 'I' },
+		{ NULL, 0, NULL, 0 }
+	};
+	long ncpus = sysconf(_SC_NPROCESSORS_CONF);
+	unsigned int i;
+	int c;
+
+	*o = (struct options) {
+		.mode = MODE_ONESHOT, .interval_us = 10000, .count = 20,
+		.cpu = -1, .migrate_to = -1,
+	};
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			for (i = 0; i < 3; i++)
+				if (!strcmp(optarg, mode_names[i]))
+					break;
+			if (i == 3)
+				die("--mode: unknown mode '%s'", optarg);
+			o->mode = i;
+			break;
+		case 'i':
+			/* TMICT is 32 bits wide. */
+			o->interval_us = parse_ulong("--interval-us", optarg,
+						     1, 4000000);
+			break;
+		case 'n':
+			o->count = parse_ulong("--count", optarg, 1, MAX_COUNT);
+			break;
+		case 'c':
+			o->cpu = parse_ulong("--cpu", optarg, 0, ncpus - 1);
+			break;
+		case 't':
+			o->migrate_to = parse_ulong("--migrate-to", optarg,
+						    0, ncpus - 1);
+			break;
+		case 'a':
+			o->migrate_after = parse_ulong("--migrate-after",
+						       optarg, 1, MAX_COUNT);
+			break;
+		case 'I':
+			o->idle = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if ((o->migrate_to < 0) != (o->migrate_after == 0))
+		die("--migrate-to and --migrate-after go together");
+	if (o->migrate_after >= o->count)
+		die("--migrate-after must be less than --count");
+}
+
+static void set_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		die("sched_setaffinity(%d): %s", cpu, strerror(errno));
+}
+
+static void set_cpuid(struct vm *vm)
+{
+	struct kvm_cpuid2 *cpuid = NULL;
+	unsigned int nent = 64, i;
+
+	for (;;) {
+		cpuid = realloc(cpuid, sizeof(*cpuid) +
+				nent * sizeof(cpuid->entries[0]));
+		if (!cpuid)
+			die("out of memory");
+		cpuid->nent = nent;
+		if (!ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid))
+			break;
+		if (errno != E2BIG)
+			die("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+		nent *= 2;
+	}
+
+	/* KVM emulates the TSC deadline timer but does not report it. */
+	vm->tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
+				 KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+	if (vm->tsc_deadline) {
+		for (i = 0; i < cpuid->nent; i++)
+			if (cpuid->entries[i].function == 1)
+				cpuid->entries[i].ecx |= CPUID_TSC_DEADLINE;
+	}
+
+	if (ioctl(vm->vcpu_fd, KVM_SET_CPUID2, cpuid))
+		die("KVM_SET_CPUID2: %s", strerror(errno));
+	free(cpuid);
+}
+
+static void create_vm(struct vm *vm, size_t mem_size)
+{
+	struct kvm_userspace_memory_region region;
+	int run_size, ret;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		die("open /dev/kvm: %s", strerror(errno));
+	ret = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ret != KVM_API_VERSION)
+		die("unexpected KVM API version %d", ret);
+
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		die("KVM_CREATE_VM: %s", strerror(errno));
+
+	vm->mem_size = mem_size;
+	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem == MAP_FAILED)
+		die("mmap guest memory: %s", strerror(errno));
+	region = (struct kvm_userspace_memory_region) {
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = mem_size,
+		.userspace_addr = (uintptr_t)vm->mem,
+	};
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region))
+		die("KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0))
+		die("KVM_CREATE_IRQCHIP: %s", strerror(errno));
+
+	vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
+	if (vm->vcpu_fd < 0)
+		die("KVM_CREATE_VCPU: %s", strerror(errno));
+	run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size < (int)sizeof(*vm->run))
+		die("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	vm->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		       vm->vcpu_fd, 0);
+	if (vm->run == MAP_FAILED)
+		die("mmap kvm_run: %s", strerror(errno));
+
+	set_cpuid(vm);
+
+	ret = ioctl(vm->vcpu_fd, KVM_GET_TSC_KHZ, 0);
+	if (ret <= 0)
+		die("KVM_GET_TSC_KHZ: %s", ret ? strerror(errno) : "zero");
+	vm->tsc_khz = ret;
+}
+
+static void set_flat_segment(struct kvm_segment *s, uint16_t sel,
+			     uint8_t type)
+{
+	*s = (struct kvm_segment) {
+		.base = 0, .limit = 0xffffffff, .selector = sel, .type = type,
+		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	};
+}
+
+static void setup_guest(struct vm *vm, const struct options *o)
+{
+	uint64_t *gdt = (uint64_t *)(vm->mem + GDT_GPA);
+	uint32_t *idt = (uint32_t *)(vm->mem + IDT_GPA);
+	struct guest_data *data = (struct guest_data *)(vm->mem + DATA_GPA);
+	size_t code_size = guest_code_end - guest_code;
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	unsigned int v;
+
+	if (code_size > STACK_TOP - CODE_GPA - 0x1000)
+		die("guest code too large");
+	memcpy(vm->mem + CODE_GPA, guest_code, code_size);
+
+	gdt[0] = 0;
+	gdt[1] = 0x00cf9b000000ffffull;	/* 0x08: flat 32-bit code */
+	gdt[2] = 0x00cf93000000ffffull;	/* 0x10: flat 32-bit data */
+
+	/* 32-bit interrupt gates, selector 0x08, DPL 0. */
+	for (v = 0; v < 256; v++) {
+		uint32_t handler = CODE_GPA + (v == TIMER_VECTOR ?
+			guest_timer_isr - guest_code :
+			guest_stubs - guest_code + 16 * v);
+
+		idt[2 * v] = (0x08 << 16) | (handler & 0xffff);
+		idt[2 * v + 1] = (handler & 0xffff0000) | 0x8e00;
+	}
+
+	data->mode = o->mode;
+	data->count = o->count;
+	data->tmict = o->interval_us * 1000 / APIC_BUS_CYCLE_NS;
+	data->tsc_interval = (uint64_t)o->interval_us * vm->tsc_khz / 1000;
+
+	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs))
+		die("KVM_GET_SREGS: %s", strerror(errno));
+	set_flat_segment(&sregs.cs, 0x08, 0xb);
+	set_flat_segment(&sregs.ds, 0x10, 0x3);
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	sregs.gdt.base = GDT_GPA;
+	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.idt.base = IDT_GPA;
+	sregs.idt.limit = 256 * 8 - 1;
+	sregs.cr0 = 0x11;		/* PE | ET, no paging */
+	sregs.cr4 = 0;
+	sregs.efer = 0;
+	if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sregs))
+		die("KVM_SET_SREGS: %s", strerror(errno));
+
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = CODE_GPA;
+	regs.rsp = STACK_TOP;
+	regs.rflags = 0x2;
+	if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &regs))
+		die("KVM_SET_REGS: %s", strerror(errno));
+}
+
+static void watchdog_handler(int sig)
+{
+	(void)sig;
+	watchdog_fired = 1;
+	watchdog_run->immediate_exit = 1;
+}
+
+static void watchdog_arm(long ms)
+{
+	struct itimerval it = {
+		.it_value = { .tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000 },
+	};
+
+	if (setitimer(ITIMER_REAL, &it, NULL))
+		die("setitimer: %s", strerror(errno));
+}
+
+static int cmp_s64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void print_lat(const char *name, const int64_t *s, unsigned int idx,
+		      unsigned int n, unsigned int tsc_khz)
+{
+	if (n)
+		printf(" lat_%s_us=%.2f", name, s[idx] * 1000.0 / tsc_khz);
+	else
+		printf(" lat_%s_us=na", name);
+}
+
+static void print_result(struct vm *vm, const struct options *o,
+			 int cpu_start)
+{
+	struct guest_data *data = (struct guest_data *)(vm->mem + DATA_GPA);
+	unsigned int n = data->received < o->count ? data->received : o->count;
+	int64_t *s = (int64_t *)(vm->mem + SAMPLES_GPA);
+
+	qsort(s, n, sizeof(*s), cmp_s64);
+	printf("RESULT mode=%s interval_us=%lu armed=%lu received=%u "
+	       "spurious=%u cpu_start=%d cpu_end=%d",
+	       mode_names[o->mode], o->interval_us, o->count, data->received,
+	       data->spurious, cpu_start, sched_getcpu());
+	print_lat("min", s, 0, n, vm->tsc_khz);
+	print_lat("med", s, n ? (n - 1) / 2 : 0, n, vm->tsc_khz);
+	print_lat("p99", s, n ? (99 * n + 99) / 100 - 1 : 0, n, vm->tsc_khz);
+	print_lat("max", s, n ? n - 1 : 0, n, vm->tsc_khz);
+	printf("\n");
+	fflush(stdout);
+}
+
+static int run_guest(struct vm *vm, const struct options *o)
+{
+	struct guest_data *data = (struct guest_data *)(vm->mem + DATA_GPA);
+	struct kvm_run *run = vm->run;
+	struct sigaction sa = { .sa_handler = watchdog_handler };
+	long timeout_ms = o->interval_us * 20 / 1000;
+	int cpu_start;
+	uint32_t val;
+
+	if (timeout_ms < 2000)
+		timeout_ms = 2000;
+	watchdog_run = run;
+	if (sigaction(SIGALRM, &sa, NULL))
+		die("sigaction: %s", strerror(errno));
+
+	if (o->cpu >= 0)
+		set_cpu(o->cpu);
+	cpu_start = sched_getcpu();
+	watchdog_arm(timeout_ms);
+
+	for (;;) {
+		if (ioctl(vm->vcpu_fd, KVM_RUN, 0) && errno != EINTR)
+			die("KVM_RUN: %s", strerror(errno));
+		if (watchdog_fired) {
+			fprintf(stderr, "lapic-timer: watchdog: no progress for "
+				"%ld ms\n", timeout_ms);
+			print_result(vm, o, cpu_start);
+			return 1;
+		}
+
+		switch (run->exit_reason) {
+		case KVM_EXIT_INTR:
+			continue;
+		case KVM_EXIT_IO:
+			break;
+		case KVM_EXIT_SHUTDOWN:
+			die("guest shut down (triple fault)");
+		case KVM_EXIT_FAIL_ENTRY:
+			die("KVM_EXIT_FAIL_ENTRY: reason 0x%llx",
+			    run->fail_entry.hardware_entry_failure_reason);
+		case KVM_EXIT_INTERNAL_ERROR:
+			die("KVM_EXIT_INTERNAL_ERROR: suberror %u",
+			    run->internal.suberror);
+		default:
+			die("unexpected exit reason %u", run->exit_reason);
+		}
+
+		if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4)
+			die("unexpected I/O on port 0x%x", run->io.port);
+		memcpy(&val, (char *)run + run->io.data_offset, sizeof(val));
+
+		switch (run->io.port) {
+		case PORT_PROGRESS:
+			watchdog_arm(timeout_ms);
+			if (o->migrate_to >= 0 && val == o->migrate_after) {
+				set_cpu(o->migrate_to);
+				printf("MIGRATED to=%d after=%u\n",
+				       o->migrate_to, val);
+				fflush(stdout);
+			}
+			break;
+		case PORT_DONE:
+			watchdog_arm(0);
+			print_result(vm, o, cpu_start);
+			return data->received == o->count ? 0 : 1;
+		case PORT_UNEXPECTED:
+			die("guest took unexpected vector %u (received=%u)",
+			    val, data->received);
+		default:
+			die("unexpected OUT to port 0x%x", run->io.port);
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct vm vm;
+
+	parse_args(argc, argv, &o);
+
+	if (o.idle) {
+		create_vm(&vm, MEM_ALIGN);
+		printf("IDLE ready\n");
+		fflush(stdout);
+		for (;;)
+			pause();
+	}
+
+	/* Room for the samples array, rounded up to 2 MiB. */
+	create_vm(&vm, (SAMPLES_GPA + o.count * 8 + MEM_ALIGN) &
+		  ~(MEM_ALIGN - 1));
+	if (o.mode == MODE_TSCDEADLINE && !vm.tsc_deadline)
+		die("KVM does not support the TSC deadline timer");
+	setup_guest(&vm, &o);
+	return run_guest(&vm, &o);
+}

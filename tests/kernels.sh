@@ -1,0 +1,307 @@
+#!/bin/bash
+# Fetch Debian kernels into a private cache and run kbuild against them.
+#
+#   tests/kernels.sh fetch NAME...             download and unpack kernels
+#   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR, ENV
+#   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...`
+#
+# NAME is one of: 5.10 6.1 6.1-rt 6.12 6.12-rt 7.x
+#
+# Everything lives under tests/.cache/: a private apt configuration (the
+# host's apt sources are never touched), one unpacked root per kernel, and
+# debootstrap chroots for kernels whose compiler the host does not have.
+set -euo pipefail
+
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(dirname "$TESTS_DIR")
+CACHE=$TESTS_DIR/.cache
+APT_DIR=$CACHE/apt
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+ARCHIVE=http://deb.debian.org/debian
+readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING ARCHIVE
+
+# Meta-package that names the newest image of each kernel line ...
+declare -rA META=(
+    [5.10]=linux-image-amd64
+    [6.1]=linux-image-amd64
+    [6.1-rt]=linux-image-rt-amd64
+    [6.12]=linux-image-6.12-amd64
+    [6.12-rt]=linux-image-6.12-rt-amd64
+    [7.x]=linux-image-amd64
+)
+# ... and the suites it may come from (bookworm-backports carries a 6.12
+# linux-image-amd64, so it is not a source for 6.1).
+declare -rA SUITES=(
+    [5.10]="bullseye bullseye-security"
+    [6.1]="bookworm bookworm-security"
+    [6.1-rt]="bookworm bookworm-security"
+    [6.12]="bookworm bookworm-security bookworm-backports"
+    [6.12-rt]="bookworm bookworm-security bookworm-backports"
+    [7.x]="sid"
+)
+# Kernels built with a compiler other than the host's gcc-12 are built in a
+# chroot of this suite; the others are built on the host.
+declare -rA CHROOT_SUITE=(
+    [5.10]=bullseye
+    [7.x]=sid
+)
+
+# Binary packages of the kernel itself, as opposed to host tools.
+KERNEL_PKG_RE='^linux-(headers|kbuild|binary|modules|base|image)-'
+readonly KERNEL_PKG_RE
+
+APT_OPTS=(
+    -o "Dir::State=$APT_DIR/state"
+    -o "Dir::Cache=$APT_DIR/cache"
+    -o "Dir::Etc::SourceList=$APT_DIR/sources.list"
+    -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::Etc::Preferences=/dev/null
+    -o Dir::Etc::PreferencesParts=/dev/null
+    -o Acquire::Languages=none
+    -o APT::Sandbox::User=root
+)
+readonly APT_OPTS
+
+usage() {
+    sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+die() {
+    echo "kernels.sh: $*" >&2
+    exit 1
+}
+
+check_name() {
+    [[ -n ${META[$1]+set} ]] || die "unknown kernel '$1' (known: ${!META[*]})"
+}
+
+kernel_root() {
+    echo "$CACHE/kernels/$1"
+}
+
+chroot_dir() {
+    echo "$CACHE/chroot/${CHROOT_SUITE[$1]}"
+}
+
+# --- private apt --------------------------------------------------------------
+
+apt_update() {
+    mkdir -p "$APT_DIR/state/lists/partial" "$APT_DIR/cache/archives/partial"
+    local src=$ARCHIVE suite
+    {
+        for suite in bullseye bookworm bookworm-backports sid; do
+            echo "deb [signed-by=$KEYRING] $src $suite main"
+        done
+        for suite in bullseye-security bookworm-security; do
+            echo "deb [signed-by=$KEYRING] $src-security $suite main"
+        done
+    } >"$APT_DIR/sources.list"
+    apt-get "${APT_OPTS[@]}" -qq update
+}
+
+# Newest version of package $1 in any of the suites $2 (space separated).
+newest_version() {
+    apt-cache "${APT_OPTS[@]}" madison "$1" |
+        awk -F' [|] ' -v suites=" $2 " '{
+            split($3, url, " "); split(url[2], dist, "/")
+            if (index(suites, " " dist[1] " ")) { print $2; exit }
+        }' | tr -d ' '
+}
+
+# Names in the Depends of package $1 at version $2, one per line, every
+# alternative included.
+depends_of() {
+    apt-cache "${APT_OPTS[@]}" show "$1=$2" | sed -n 's/^Depends: //p' | head -n1 |
+        tr ',|' '\n' | awk '{ print $1 }'
+}
+
+has_version() {
+    apt-cache "${APT_OPTS[@]}" show "$1=$2" >/dev/null 2>&1
+}
+
+# --- fetch --------------------------------------------------------------------
+
+# Rewrite the absolute symlinks and Makefile includes of the unpacked packages
+# so that the tree works in place, without anything under the host's /usr/src.
+relocate_tree() {
+    local root=$1 kver=$2 link target
+    while IFS= read -r -d '' link; do
+        target=$(readlink "$link")
+        ln -sfn "$(realpath -ms --relative-to="$(dirname "$link")" "$root$target")" "$link"
+    done < <(find "$root" -type l -lname '/*' -print0)
+    sed -i "s|/usr/src/|$root/usr/src/|g" "$root/usr/src/linux-headers-$kver/Makefile"
+}
+
+fetch_kernel() {
+    local name=$1 root meta version kver image
+    root=$(kernel_root "$name")
+    meta=${META[$name]}
+    version=$(newest_version "$meta" "${SUITES[$name]}")
+    [[ -n $version ]] || die "$name: no $meta in ${SUITES[$name]}"
+    kver=$(depends_of "$meta" "$version" | sed -n 's/^linux-image-//p' | head -n1)
+    [[ -n $kver ]] || die "$name: $meta $version depends on no linux-image-*"
+
+    if [[ -f $root/.fetched ]] && grep -qxF "VERSION=$version" "$root/.fetched"; then
+        echo "$name: $kver ($version) already fetched"
+        return
+    fi
+    echo "$name: fetching $kver ($version)"
+
+    image=linux-image-$kver-unsigned
+    has_version "$image" "$version" || image=linux-image-$kver
+    # All binary packages of the kernel share the source version, so walk the
+    # kernel packages in the Depends closure and take each at that version.
+    local -a todo=("$image" "linux-headers-$kver") pkgs=() host_deps=()
+    local pkg dep
+    while ((${#todo[@]})); do
+        pkg=${todo[0]}
+        todo=("${todo[@]:1}")
+        [[ " ${pkgs[*]} " == *" $pkg "* ]] && continue
+        has_version "$pkg" "$version" || die "$name: $pkg $version not found"
+        pkgs+=("$pkg")
+        for dep in $(depends_of "$pkg" "$version"); do
+            if [[ $dep =~ $KERNEL_PKG_RE ]]; then
+                [[ $dep == linux-image-* ]] || todo+=("$dep")
+            elif [[ $pkg =~ ^linux-(headers|kbuild)- && $dep != linux-base ]]; then
+                host_deps+=("$dep")
+            fi
+        done
+    done
+
+    local debs=$CACHE/debs/$name
+    rm -rf "$root" "$debs"
+    mkdir -p "$root" "$debs"
+    (cd "$debs" && apt-get "${APT_OPTS[@]}" -qq download "${pkgs[@]/%/=$version}")
+    for pkg in "$debs"/*.deb; do
+        dpkg -x "$pkg" "$root"
+    done
+    rm -rf "$debs"
+    relocate_tree "$root" "$kver"
+    printf '%s\n' "VERSION=$version" "KVER=$kver" "HOST_DEPS=${host_deps[*]}" >"$root/.fetched"
+}
+
+cmd_fetch() {
+    (($#)) || usage
+    local name
+    for name; do
+        check_name "$name"
+    done
+    apt_update
+    for name; do
+        fetch_kernel "$name"
+    done
+}
+
+# --- info ---------------------------------------------------------------------
+
+# Value of KEY in the .fetched stamp of kernel $1.
+stamp() {
+    local file
+    file=$(kernel_root "$1")/.fetched
+    [[ -f $file ]] || die "$1: not fetched; run: tests/kernels.sh fetch $1"
+    sed -n "s/^$2=//p" "$file"
+}
+
+cmd_info() {
+    (($# == 1)) || usage
+    local name=$1 root kver moddir vmlinuz env=host
+    check_name "$name"
+    root=$(kernel_root "$name")
+    kver=$(stamp "$name" KVER)
+    # Newer kernels are usr-merged and keep vmlinuz beside the modules.
+    moddir=$root/lib/modules/$kver
+    [[ -d $moddir ]] || moddir=$root/usr/lib/modules/$kver
+    vmlinuz=$root/boot/vmlinuz-$kver
+    [[ -f $vmlinuz ]] || vmlinuz=$moddir/vmlinuz
+    [[ -n ${CHROOT_SUITE[$name]+set} ]] && env=chroot:$(chroot_dir "$name")
+    printf '%s=%q\n' \
+        KVER "$kver" \
+        KDIR "$root/usr/src/linux-headers-$kver" \
+        VMLINUZ "$vmlinuz" \
+        MODDIR "$moddir" \
+        ENV "$env"
+}
+
+# --- kbuild -------------------------------------------------------------------
+
+# Create (once) the chroot for kernel $1 with make and the host packages its
+# headers and kbuild depend on; recreate it when that list changes.
+ensure_chroot() {
+    local name=$1 dir pkgs
+    dir=$(chroot_dir "$name")
+    pkgs=$(stamp "$name" HOST_DEPS | tr ' ' '\n' | sort -u | tr '\n' ',')make
+    [[ -f $dir/.pkgs && $(<"$dir/.pkgs") == "$pkgs" ]] && return
+    echo "$name: creating ${CHROOT_SUITE[$name]} chroot with $pkgs" >&2
+    rm -rf "$dir" "$dir.tmp"
+    mkdir -p "$(dirname "$dir")"
+    debootstrap --variant=minbase --keyring="$KEYRING" --include="$pkgs" \
+        "${CHROOT_SUITE[$name]}" "$dir.tmp" "$ARCHIVE" >"$dir.log" 2>&1 ||
+        die "debootstrap failed, see $dir.log"
+    rm -rf "$dir.tmp"/var/cache/apt/archives/*.deb "$dir.tmp"/var/lib/apt/lists/*
+    echo "$pkgs" >"$dir.tmp/.pkgs"
+    mv "$dir.tmp" "$dir"
+}
+
+# Run "$@" chrooted into $1 in a private mount namespace in which the repo,
+# the working directory and every absolute M= directory appear at their host
+# paths, so that paths on the command line mean the same inside and out.
+run_in_chroot() {
+    local dir=$1 path bound
+    shift
+    local -a binds=("$REPO_ROOT")
+    for path in "$PWD" "$@"; do
+        [[ $path == M=/* ]] && path=${path#M=}
+        [[ $path == /* && -d $path ]] || continue
+        for bound in "${binds[@]}"; do
+            [[ $path/ == "$bound"/* ]] && continue 2
+        done
+        binds+=("$path")
+    done
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    unshare --mount --propagation private -- bash -euo pipefail -c '
+        dir=$1
+        shift
+        mount --bind /dev "$dir/dev"
+        mount -t proc proc "$dir/proc"
+        while [[ $1 != -- ]]; do
+            mkdir -p "$dir$1"
+            mount --bind "$1" "$dir$1"
+            shift
+        done
+        shift
+        exec chroot "$dir" "$@"
+    ' bash "$dir" "${binds[@]}" -- \
+        env -i -C "$PWD" HOME=/root LC_ALL=C.UTF-8 \
+        PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin "$@"
+}
+
+cmd_kbuild() {
+    if (($# < 2)) || [[ $2 != -- ]]; then
+        usage
+    fi
+    local name=$1 kdir
+    check_name "$name"
+    shift 2
+    kdir=$(kernel_root "$name")/usr/src/linux-headers-$(stamp "$name" KVER)
+    if [[ -n ${CHROOT_SUITE[$name]+set} ]]; then
+        ensure_chroot "$name"
+        run_in_chroot "$(chroot_dir "$name")" make -C "$kdir" "$@"
+    else
+        make -C "$kdir" "$@"
+    fi
+}
+
+main() {
+    (($#)) || usage
+    local cmd=$1
+    shift
+    case $cmd in
+    fetch) cmd_fetch "$@" ;;
+    info) cmd_info "$@" ;;
+    kbuild) cmd_kbuild "$@" ;;
+    *) usage ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,116 @@
+#!/bin/bash
+# The whole test suite: checkpatch, then for each kernel the W=1 -Werror
+# build, the DKMS cycle and the end-to-end scenarios in a QEMU VM booted from
+# that Debian kernel with nested KVM.  Closes with "N passed, N failed".
+#
+#   tests/run.sh [KERNEL...]      default: every kernel of the matrix
+set -uo pipefail
+
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(dirname "$TESTS_DIR")
+CACHE=$TESTS_DIR/.cache
+MATRIX=(6.1 6.1-rt 6.12 6.12-rt 7.x 5.10)
+PACKAGES=(build-essential bc kmod cpio xz-utils zstd dkms debootstrap dwarves
+	  qemu-system-x86 busybox-static)
+readonly TESTS_DIR REPO_ROOT CACHE MATRIX PACKAGES
+
+PASSED=0 FAILED=0 SKIPPED=0
+
+record() { # verdict text
+	echo "$1 $2"
+	case $1 in
+	PASS) PASSED=$((PASSED + 1)) ;;
+	FAIL) FAILED=$((FAILED + 1)) ;;
+	SKIP) SKIPPED=$((SKIPPED + 1)) ;;
+	esac
+}
+
+# run_step NAME LOG COMMAND...: one test whose verdict is COMMAND's status.
+run_step() {
+	local name=$1 log=$2
+	shift 2
+	if "$@" >"$log" 2>&1; then
+		record PASS "$name"
+	else
+		record FAIL "$name: see $log"
+		tail -n 20 "$log" | sed 's/^/    /'
+		return 1
+	fi
+}
+
+prerequisites() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || missing+=("$p")
+	done
+	[[ ${#missing[@]} -eq 0 ]] && return 0
+	if [[ $EUID -ne 0 ]]; then
+		echo "missing packages; run as root or install them first:" >&2
+		echo "  sudo apt-get install -y ${missing[*]}" >&2
+		exit 2
+	fi
+	apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# A copy of the module's sources per kernel, so builds never share objects.
+module_tree() { # kernel
+	local dir=$CACHE/build/$1
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	cp -r "$REPO_ROOT"/{Kbuild,Makefile,dkms.conf,src} "$dir"/
+	echo "$dir"
+}
+
+test_kernel() { # kernel
+	local k=$1 logs=$CACHE/logs/$1 dir initrd payload
+	mkdir -p "$logs"
+	run_step "$k: fetch" "$logs/fetch.log" "$TESTS_DIR/kernels.sh" fetch "$k" ||
+		return
+	dir=$(module_tree "$k")
+	run_step "$k: build W=1 -Werror" "$logs/build.log" \
+		"$TESTS_DIR/kernels.sh" kbuild "$k" -- M="$dir" W=1 \
+		KCFLAGS=-Werror modules || return
+	run_step "$k: dkms add/build/install/remove" "$logs/dkms.log" \
+		"$TESTS_DIR/dkms.sh" "$k"
+
+	payload=$CACHE/payload/$k
+	initrd=$CACHE/payload/$k.cpio.gz
+	rm -rf "$payload"
+	mkdir -p "$payload"
+	cp "$TESTS_DIR/e2e/guest.sh" "$payload/run"
+	cp "$TESTS_DIR/guest/lapic-timer" "$payload/"
+	"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" \
+		"$dir/kvm_lapic_pin.ko" >"$logs/initramfs.log" 2>&1 || {
+		record FAIL "$k: initramfs: see $logs/initramfs.log"
+		return
+	}
+	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" \
+		--log "$logs/console.log" --timeout 600
+	case $? in
+	0) record PASS "$k: VM ran every scenario" ;;
+	*) record FAIL "$k: VM ran every scenario: console $logs/console.log" ;;
+	esac
+	local verdict rest
+	while read -r verdict rest; do
+		record "$verdict" "$k: $rest"
+	done < <(tr -d '\r' <"$logs/console.log" | grep -E '^(PASS|FAIL|SKIP) ')
+}
+
+main() {
+	local kernels=("$@") k
+	[[ ${#kernels[@]} -eq 0 ]] && kernels=("${MATRIX[@]}")
+	prerequisites
+	mkdir -p "$CACHE/logs"
+	run_step "checkpatch --strict" "$CACHE/logs/checkpatch.log" \
+		"$TESTS_DIR/checkpatch.sh"
+	run_step "guest workload build" "$CACHE/logs/guest-build.log" \
+		make -C "$TESTS_DIR/guest"
+	for k in "${kernels[@]}"; do
+		test_kernel "$k"
+	done
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+	[[ $FAILED -eq 0 ]]
+}
+
+main "$@"
