@@ -78,11 +78,14 @@ hist() {
 	echo "cpu0=$N0 cpu1=$N1 cpu2=$N2"
 }
 
-# Every expiry on the vCPU's CPU, and at least one per armed timer.
+# Every expiry on the vCPU's CPU.  Enough expiries to mean something: KVM
+# delivers a TSC deadline that has passed by the time it is written without
+# the hrtimer, so the trace may hold fewer expiries than timers armed (the
+# guest's own count, no_loss, is exact).
 pinned() { # name count
 	count=$2
 	check "$1: on vCPU CPU" "$(hist)" \
-		'[ "$N1" -eq "$TOTAL" ] && [ "$TOTAL" -ge "$count" ]'
+		'[ "$N1" -eq "$TOTAL" ] && [ "$TOTAL" -ge $((count / 2)) ]'
 	no_loss "$1"
 }
 

@@ -114,6 +114,7 @@ _Static_assert(offsetof(struct guest_data, deadline) == D_DEADLINE, "layout");
 
 #define D(off)			XSTR(DATA_GPA + off)
 #define APIC(reg)		XSTR(APIC_BASE + reg)
+#define MOVL(imm, dst)		"	movl $" XSTR(imm) ", " dst "\n"
 
 /*
  * Guest code, 32-bit, position independent apart from the absolute
@@ -127,22 +128,22 @@ __asm__(
 	".code32\n"
 	".globl guest_code, guest_code_end, guest_timer_isr, guest_stubs\n"
 	"guest_code:\n"
-	"	movl $" XSTR(APIC_SVR_ENABLE | SPURIOUS_VECTOR) ", " APIC(APIC_SVR) "\n"
-	"	movl $" XSTR(APIC_TDCR_DIV1) ", " APIC(APIC_TDCR) "\n"
+	MOVL(APIC_SVR_ENABLE | SPURIOUS_VECTOR, APIC(APIC_SVR))
+	MOVL(APIC_TDCR_DIV1, APIC(APIC_TDCR))
 	"	movl " D(D_MODE) ", %eax\n"
 	"	cmpl $" XSTR(MODE_TSCDEADLINE) ", %eax\n"
 	"	je .Lstart_tscdl\n"
 	"	cmpl $" XSTR(MODE_PERIODIC) ", %eax\n"
 	"	je .Lstart_periodic\n"
-	"	movl $" XSTR(TIMER_VECTOR) ", " APIC(APIC_LVTT) "\n"
+	MOVL(TIMER_VECTOR, APIC(APIC_LVTT))
 	"	call .Larm_oneshot\n"
 	"	jmp .Lwait\n"
 	".Lstart_periodic:\n"
-	"	movl $" XSTR(TIMER_VECTOR | APIC_LVT_PERIODIC) ", " APIC(APIC_LVTT) "\n"
+	MOVL(TIMER_VECTOR | APIC_LVT_PERIODIC, APIC(APIC_LVTT))
 	"	call .Larm_oneshot\n"
 	"	jmp .Lwait\n"
 	".Lstart_tscdl:\n"
-	"	movl $" XSTR(TIMER_VECTOR | APIC_LVT_TSCDEADLINE) ", " APIC(APIC_LVTT) "\n"
+	MOVL(TIMER_VECTOR | APIC_LVT_TSCDEADLINE, APIC(APIC_LVTT))
 	"	call .Larm_tscdl\n"
 	".Lwait:\n"
 	"	cli\n"
@@ -160,7 +161,10 @@ __asm__(
 	"	hlt\n"
 	"	jmp .Lhalt\n"
 
-	/* deadline = rdtsc + tsc_interval; TMICT = tmict. */
+	/*
+	 * deadline = rdtsc + tsc_interval; TMICT = tmict.
+	 * Clobbers eax, edx.
+	 */
 	".Larm_oneshot:\n"
 	"	rdtsc\n"
 	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
@@ -171,7 +175,10 @@ __asm__(
 	"	movl %eax, " APIC(APIC_TMICT) "\n"
 	"	ret\n"
 
-	/* deadline = rdtsc + tsc_interval; IA32_TSC_DEADLINE = deadline. */
+	/*
+	 * deadline = rdtsc + tsc_interval; IA32_TSC_DEADLINE = deadline.
+	 * Clobbers eax, ecx, edx.
+	 */
 	".Larm_tscdl:\n"
 	"	rdtsc\n"
 	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
@@ -183,15 +190,24 @@ __asm__(
 	"	ret\n"
 
 	/*
-	 * Timer interrupt: count it only if the vector is in service, record
-	 * the latency, EOI, re-arm (before reporting, so that the timer is
-	 * armed while the host may migrate the vCPU thread), then report.
+	 * Timer interrupt: count it only if the vector is in service and
+	 * this is not a re-delivery of the interrupt being handled (QEMU's
+	 * SVM emulation occasionally delivers an event twice: after the EOI
+	 * the ISR bit is clear, before it the second delivery nests inside
+	 * this handler, which runs with IF clear so nothing else can nest).
+	 * Then record the latency, EOI, re-arm (before reporting, so that
+	 * the timer is armed while the host may migrate the vCPU thread),
+	 * and report.
 	 */
 	"guest_timer_isr:\n"
 	"	pushl %eax\n"
 	"	pushl %ecx\n"
 	"	pushl %edx\n"
 	"	rdtsc\n"
+	"	movl 12(%esp), %ecx\n"
+	"	subl $(" XSTR(CODE_GPA) "+guest_timer_isr-guest_code), %ecx\n"
+	"	cmpl $(.Lisr_end - guest_timer_isr), %ecx\n"
+	"	jb .Lspurious\n"
 	"	testl $" XSTR(TIMER_ISR_BIT) ", " APIC(TIMER_ISR_REG) "\n"
 	"	jz .Lspurious\n"
 	"	subl " D(D_DEADLINE) ", %eax\n"
@@ -221,9 +237,9 @@ __asm__(
 	"	adcl %edx, " D(D_DEADLINE + 4) "\n"
 	"	jmp .Lreport\n"
 	".Lstop:\n"
-	"	movl $" XSTR(TIMER_VECTOR | APIC_LVT_MASKED) ", " APIC(APIC_LVTT) "\n"
+	MOVL(TIMER_VECTOR | APIC_LVT_MASKED, APIC(APIC_LVTT))
 	".Lreport:\n"
-	"	movl %ecx, %eax\n"
+	"	movl " D(D_RECEIVED) ", %eax\n"
 	"	movw $" XSTR(PORT_PROGRESS) ", %dx\n"
 	"	outl %eax, %dx\n"
 	".Liret:\n"
@@ -234,6 +250,7 @@ __asm__(
 	".Lspurious:\n"
 	"	incl " D(D_SPURIOUS) "\n"
 	"	jmp .Liret\n"
+	".Lisr_end:\n"
 
 	".balign 16\n"
 	"guest_stubs:\n"
@@ -277,7 +294,6 @@ struct vm {
 	int vcpu_fd;
 	struct kvm_run *run;
 	unsigned char *mem;
-	size_t mem_size;
 	unsigned int tsc_khz;
 	int tsc_deadline;
 };
@@ -445,7 +461,6 @@ static void create_vm(struct vm *vm, size_t mem_size)
 	if (vm->vm_fd < 0)
 		die("KVM_CREATE_VM: %s", strerror(errno));
 
-	vm->mem_size = mem_size;
 	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (vm->mem == MAP_FAILED)
@@ -556,7 +571,8 @@ static void watchdog_handler(int sig)
 static void watchdog_arm(long ms)
 {
 	struct itimerval it = {
-		.it_value = { .tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000 },
+		.it_value.tv_sec = ms / 1000,
+		.it_value.tv_usec = ms % 1000 * 1000,
 	};
 
 	if (setitimer(ITIMER_REAL, &it, NULL))
@@ -623,8 +639,9 @@ static int run_guest(struct vm *vm, const struct options *o)
 		if (ioctl(vm->vcpu_fd, KVM_RUN, 0) && errno != EINTR)
 			die("KVM_RUN: %s", strerror(errno));
 		if (watchdog_fired) {
-			fprintf(stderr, "lapic-timer: watchdog: no progress for "
-				"%ld ms\n", timeout_ms);
+			fprintf(stderr,
+				"lapic-timer: watchdog: no progress for %ld ms\n",
+				timeout_ms);
 			print_result(vm, o, cpu_start);
 			return 1;
 		}
