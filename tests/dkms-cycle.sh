@@ -17,6 +17,7 @@ leftovers() {
 }
 
 [[ -z $(leftovers) ]] || { echo "left over before install:"; leftovers; exit 1; }
+mkdir -p "$moddir"	# as if the kernel were installed: dkms wants it
 make -C "$REPO_ROOT" -s install KVER="$kver" KDIR="$kdir"
 dkms status -m kvm-lapic-pin -k "$kver" | grep -q ': installed'
 ls "$moddir"/updates/dkms/kvm_lapic_pin.ko*

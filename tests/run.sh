@@ -50,7 +50,7 @@ prerequisites() {
 		echo "  sudo apt-get install -y ${missing[*]}" >&2
 		exit 2
 	fi
-	apt-get install -y -q "${missing[@]}" >/dev/null
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # A copy of the module's sources per kernel, so builds never share objects.
@@ -86,7 +86,7 @@ test_kernel() { # kernel
 		return
 	}
 	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" \
-		--log "$logs/console.log" --timeout 600
+		--log "$logs/console.log" --timeout 600 >/dev/null
 	case $? in
 	0) record PASS "$k: VM ran every scenario" ;;
 	*) record FAIL "$k: VM ran every scenario: console $logs/console.log" ;;
@@ -94,7 +94,7 @@ test_kernel() { # kernel
 	local verdict rest
 	while read -r verdict rest; do
 		record "$verdict" "$k: $rest"
-	done < <(tr -d '\r' <"$logs/console.log" | grep -E '^(PASS|FAIL|SKIP) ')
+	done < <(tr -d '\r' <"$logs/console.log" | grep -oE '(PASS|FAIL|SKIP) .*')
 }
 
 main() {

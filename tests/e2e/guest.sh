@@ -5,7 +5,7 @@
 # "SKIP name: why".  The host counts them.
 # Conditions are shell code handed to check(), which evals them: single
 # quotes and variables set only for check() are deliberate.
-# shellcheck disable=SC2016,SC2034
+# shellcheck disable=SC2016,SC2034,SC2317
 set -u
 
 PIN=/sys/module/kvm_lapic_pin
@@ -89,14 +89,16 @@ pinned() { # name count
 	no_loss "$1"
 }
 
-# The bug shows: KVM's timer fires on the housekeeping CPU (>= 90%).
+# The bug shows: most of KVM's timers fire on the housekeeping CPU.  (Not
+# all: the hrtimer core keeps a timer local when it expires before the
+# housekeeping CPU's next event, which under emulation is often enough.)
 unpinned() { # name count
 	if [ "$NOHZ_FULL" = 0 ]; then
 		result SKIP "$1: off vCPU CPU" "no nohz_full on this kernel"
 	else
 		count=$2
 		check "$1: off vCPU CPU" "$(hist)" \
-			'[ "$TOTAL" -ge "$count" ] && [ $((N0 * 10)) -ge $((TOTAL * 9)) ]'
+			'[ "$TOTAL" -ge "$count" ] && [ $((N0 * 2)) -ge "$TOTAL" ]'
 	fi
 	no_loss "$1"
 }
@@ -243,7 +245,7 @@ bad_write 'empty line' echo
 bad_write '4 KiB of junk' junk_4k
 bad_write 'non-UTF-8' printf '\377\376'
 for f in "$PIN"/status/*; do
-	if echo 0 >"$f" 2>/dev/null; then
+	if { echo 0 >"$f"; } 2>/dev/null; then
 		result FAIL "status read-only ${f##*/}" "write accepted"
 	else
 		result PASS "status read-only ${f##*/}" "write refused"
@@ -264,3 +266,4 @@ idle_vm_stop
 check "panic_on_warn stays on" "$(cat /proc/sys/kernel/panic_on_warn)" \
 	'[ "$(cat /proc/sys/kernel/panic_on_warn)" = 1 ]'
 check "clean dmesg" "no WARN/BUG/lockdep/stall/kprobe error" scan_dmesg
+exit 0
