@@ -10,6 +10,8 @@
 #   make check              the whole test suite (KERNELS="6.12 ..." for some)
 KVER ?= $(if $(KERNELRELEASE),$(KERNELRELEASE),$(shell uname -r))
 KDIR ?= /lib/modules/$(KVER)/build
+# KERNELRELEASE only picks KVER; kbuild must compute its own.
+MAKEOVERRIDES := $(filter-out KERNELRELEASE=%,$(MAKEOVERRIDES))
 
 PKG := kvm-lapic-pin
 VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"$$/\1/p' dkms.conf)

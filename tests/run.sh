@@ -10,7 +10,7 @@ TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$TESTS_DIR")
 CACHE=$TESTS_DIR/.cache
 MATRIX=(6.1 6.1-rt 6.12 6.12-rt 7.x 5.10)
-PACKAGES=(build-essential bc kmod cpio xz-utils zstd dkms debootstrap dwarves
+PACKAGES=(build-essential kmod cpio gzip xz-utils dkms mmdebstrap dwarves
 	  qemu-system-x86 busybox-static)
 readonly TESTS_DIR REPO_ROOT CACHE MATRIX PACKAGES
 
@@ -85,7 +85,10 @@ test_kernel() { # kernel
 		record FAIL "$k: initramfs: see $logs/initramfs.log"
 		return
 	}
-	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" \
+	# Single-threaded TCG: with a host thread per vCPU, the guest's live code
+	# patching (static keys, kprobes, ftrace) now and then leaves a vCPU on
+	# a stale int3.
+	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" --tcg single \
 		--log "$logs/console.log" --timeout 600 >/dev/null
 	case $? in
 	0) record PASS "$k: VM ran every scenario" ;;
