@@ -2,7 +2,8 @@
 #
 #   make                    build kvm_lapic_pin.ko for the running kernel
 #   make KERNELRELEASE=V    ... for kernel V (or KVER=V, or KDIR=its build dir)
-#   sudo make install       DKMS install for kernel V (default: running one),
+#   sudo make install       DKMS install for kernel V (default: running one;
+#                           its headers in /lib/modules/V/build),
 #                           udev rule, modprobe.d example; loads the module
 #                           now if kvm is loaded
 #   sudo make uninstall     remove all of it
@@ -40,8 +41,7 @@ install: root
 	cp -r Kbuild Makefile dkms.conf src $(SRC_DIR)/
 	dkms status -m $(PKG) -v $(VERSION) | grep -q . || \
 		dkms add -m $(PKG) -v $(VERSION)
-	dkms install --force -m $(PKG) -v $(VERSION) -k $(KVER) \
-		--kernelsourcedir $(KDIR)
+	dkms install --force -m $(PKG) -v $(VERSION) -k $(KVER)
 	install -D -m 0644 udev/90-kvm-lapic-pin.rules $(RULES)
 	install -D -m 0644 udev/kvm-lapic-pin.conf $(MODPROBE_CONF)
 	if udevadm control --ping 2>/dev/null; then udevadm control --reload; fi

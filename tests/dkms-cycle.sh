@@ -17,8 +17,10 @@ leftovers() {
 }
 
 [[ -z $(leftovers) ]] || { echo "left over before install:"; leftovers; exit 1; }
-mkdir -p "$moddir"	# as if the kernel were installed: dkms wants it
-make -C "$REPO_ROOT" -s install KVER="$kver" KDIR="$kdir"
+# As if the kernel and its headers were installed, which dkms expects.
+mkdir -p "$moddir"
+ln -sfn "$kdir" "$moddir/build"
+make -C "$REPO_ROOT" -s install KVER="$kver"
 dkms status -m kvm-lapic-pin -k "$kver" | grep -q ': installed'
 ls "$moddir"/updates/dkms/kvm_lapic_pin.ko*
 test -f /usr/lib/udev/rules.d/90-kvm-lapic-pin.rules
@@ -29,5 +31,6 @@ if [[ -n $(leftovers) ]]; then
 	leftovers
 	exit 1
 fi
+rm "$moddir/build"
 [[ $had_moddir = yes ]] || rm -rf "$moddir"
 echo "install and uninstall clean for $kver"

@@ -80,6 +80,7 @@ test_kernel() { # kernel
 	mkdir -p "$payload"
 	cp "$TESTS_DIR/e2e/guest.sh" "$payload/run"
 	cp "$TESTS_DIR/guest/lapic-timer" "$payload/"
+	cp -a "$CACHE/udev-root" "$payload/"
 	"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" \
 		"$dir/kvm_lapic_pin.ko" >"$logs/initramfs.log" 2>&1 || {
 		record FAIL "$k: initramfs: see $logs/initramfs.log"
@@ -89,10 +90,11 @@ test_kernel() { # kernel
 	# patching (static keys, kprobes, ftrace) now and then leaves a vCPU on
 	# a stale int3.
 	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" --tcg single \
-		--log "$logs/console.log" --timeout 600 >/dev/null
+		--log "$logs/console.log" --timeout 600 >"$logs/boot.log" 2>&1
 	case $? in
 	0) record PASS "$k: VM ran every scenario" ;;
-	*) record FAIL "$k: VM ran every scenario: console $logs/console.log" ;;
+	*) record FAIL "$k: VM ran every scenario: console $logs/console.log"
+	   tail -n 3 "$logs/boot.log" | sed 's/^/    /' ;;
 	esac
 	local verdict rest
 	while read -r verdict rest; do
@@ -109,6 +111,8 @@ main() {
 		"$TESTS_DIR/checkpatch.sh"
 	run_step "guest workload build" "$CACHE/logs/guest-build.log" \
 		make -C "$TESTS_DIR/guest"
+	run_step "udev for the VM" "$CACHE/logs/udev-root.log" \
+		"$TESTS_DIR/e2e/udev-root.sh" "$CACHE/udev-root"
 	for k in "${kernels[@]}"; do
 		test_kernel "$k"
 	done

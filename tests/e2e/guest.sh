@@ -262,7 +262,37 @@ no_loss "rmmod under load: guest unharmed" "$(grep '^RESULT' /tmp/r.out)"
 run_timer --mode oneshot --interval-us 10000 --count 20 --cpu $VCPU
 unpinned "control oneshot 10ms, module not loaded" 20
 
+# --- udev: the project's rule loads the module whenever kvm is loaded -------
+loads() {
+	dmesg | grep -c 'kvm_lapic_pin: version'
+}
 idle_vm_stop
+rmmod kvm_amd && rmmod kvm
+cp -a /payload/udev-root/. /
+mkdir -p /run/udev
+/lib/systemd/systemd-udevd --daemon 2>/tmp/udevd.log
+check "udev: systemd-udevd runs" "$(udevadm --version)" \
+	'udevadm control --ping'
+modprobe kvm
+udevadm settle --timeout=30
+check "udev: loading kvm loads kvm_lapic_pin" \
+	"loaded=$([ -d $PIN ] && echo yes) attached=$(status attached) enabled=$(cat $KNOB)" \
+	'[ "$(status attached)" = 1 ] && [ "$(cat $KNOB)" = Y ]'
+modprobe kvm_amd
+idle_vm_start
+trace_setup
+run_timer --mode oneshot --interval-us 10000 --count 20 --cpu $VCPU
+pinned "fix oneshot 10ms, loaded by udev" 20
+idle_vm_stop
+loaded=$(loads)
+rmmod kvm_amd && rmmod kvm
+modprobe kvm_amd
+udevadm settle --timeout=30
+check "udev: kvm reloaded: re-attached, not loaded twice" \
+	"attached=$(status attached) loads $loaded -> $(loads)" \
+	'[ "$(status attached)" = 1 ] && [ "$(loads)" = "$loaded" ]'
+check "udev: no errors" "$(grep -ci 'kvm_lapic_pin' /tmp/udevd.log) udevd lines on kvm_lapic_pin" \
+	'! grep -qi "kvm_lapic_pin" /tmp/udevd.log && ! dmesg | grep -q "kvm_lapic_pin: not attaching"'
 check "panic_on_warn stays on" "$(cat /proc/sys/kernel/panic_on_warn)" \
 	'[ "$(cat /proc/sys/kernel/panic_on_warn)" = 1 ]'
 check "clean dmesg" "no WARN/BUG/lockdep/stall/kprobe error" scan_dmesg
