@@ -32,7 +32,7 @@ check:
 
 root:
 	@test "$$(id -u)" = 0 || { \
-		echo "make $(MAKECMDGOALS) changes the system: run it as root (sudo make $(MAKECMDGOALS))" >&2; \
+		echo "make $(MAKECMDGOALS) needs root: sudo make $(MAKECMDGOALS)" >&2; \
 		exit 1; }
 
 install: root

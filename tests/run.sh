@@ -10,7 +10,7 @@ TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$TESTS_DIR")
 CACHE=$TESTS_DIR/.cache
 MATRIX=(6.1 6.1-rt 6.12 6.12-rt 7.x 5.10)
-PACKAGES=(build-essential kmod cpio gzip xz-utils dkms mmdebstrap dwarves
+PACKAGES=(build-essential kmod cpio gzip xz-utils zstd dkms mmdebstrap dwarves
 	  qemu-system-x86 busybox-static)
 readonly TESTS_DIR REPO_ROOT CACHE MATRIX PACKAGES
 
