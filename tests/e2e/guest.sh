@@ -115,11 +115,11 @@ idle_vm_start() {
 	$W --idle >/tmp/idle.out 2>&1 &
 	IDLE=$!
 	i=0
-	while ! grep -q 'IDLE ready' /tmp/idle.out && [ $i -lt 300 ]; do
-		sleep 0.1
+	while ! grep -q 'IDLE ready' /tmp/idle.out && [ $i -lt 120 ]; do
+		sleep 1
 		i=$((i + 1))
 	done
-	check "idle VM" "keeps KVM's static keys set for the run:$(
+	check "idle VM" "keeps KVM's static keys set for the run: after ${i}s:$(
 		kill -0 "$IDLE" 2>/dev/null || echo " exited") $(cat /tmp/idle.out)" \
 		"grep -q 'IDLE ready' /tmp/idle.out"
 }
