@@ -112,6 +112,7 @@ knob() {
 }
 
 idle_vm_start() {
+	: >/tmp/idle.out	# not the last VM's "ready": the job truncates late
 	$W --idle >/tmp/idle.out 2>&1 &
 	IDLE=$!
 	i=0
