@@ -52,9 +52,9 @@ struct klp_arm {
 enum klp_stat {
 	KLP_REARMED,		/* moved to the vCPU's CPU */
 	KLP_LOCAL,		/* already on the vCPU's CPU */
-	KLP_POSTED,		/* KVM posts this timer: left alone */
+	KLP_POSTED,		/* elsewhere, but KVM posts this timer: left */
 	KLP_RACE,		/* fired or firing before it could move */
-	KLP_UNMATCHED,		/* no loaded vCPU owns it: left alone */
+	KLP_UNMATCHED,		/* elsewhere, no loaded vCPU owns it: left */
 	KLP_NR_STATS
 };
 
@@ -174,6 +174,12 @@ static int klp_rearm(struct kretprobe_instance *ri, struct pt_regs *regs)
 		schedule_work(&klp_refuse_work);
 		return 0;
 	}
+	if (!hrtimer_is_queued(timer))
+		return 0;
+	if (READ_ONCE(timer->base)->cpu_base->cpu == smp_processor_id()) {
+		klp_count(KLP_LOCAL);
+		return 0;
+	}
 	if (!arm->vcpu) {
 		arm->vcpu = klp_loaded_vcpu(arm->apic);
 		if (!arm->vcpu) {
@@ -183,12 +189,6 @@ static int klp_rearm(struct kretprobe_instance *ri, struct pt_regs *regs)
 	}
 	if (klp_kvm_posts_timer(arm->vcpu)) {
 		klp_count(KLP_POSTED);
-		return 0;
-	}
-	if (!hrtimer_is_queued(timer))
-		return 0;
-	if (READ_ONCE(timer->base)->cpu_base->cpu == smp_processor_id()) {
-		klp_count(KLP_LOCAL);
 		return 0;
 	}
 	/* Only a timer taken off its queue unfired moves: none lost, none doubled. */
