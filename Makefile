@@ -9,6 +9,8 @@
 #   sudo make uninstall     remove all of it
 #   sudo make sign          sign the built module with DKMS's MOK key
 #   make check              the whole test suite (KERNELS="6.12 ..." for some)
+#   make bench              the benchmark, into bench/out/ (QUICK=1: short
+#                           run; KERNELS="6.12" for some)
 KVER ?= $(if $(KERNELRELEASE),$(KERNELRELEASE),$(shell uname -r))
 KDIR ?= /lib/modules/$(KVER)/build
 # KERNELRELEASE only picks KVER; kbuild must compute its own.
@@ -29,6 +31,9 @@ clean:
 
 check:
 	tests/run.sh $(KERNELS)
+
+bench:
+	bench/run.sh $(if $(filter 1,$(QUICK)),--quick) $(KERNELS)
 
 root:
 	@test "$$(id -u)" = 0 || { \
@@ -64,4 +69,4 @@ sign: root
 		echo "no DKMS MOK key at $(MOK).key and $(MOK).pub" >&2; exit 1; }
 	$(KDIR)/scripts/sign-file sha256 $(MOK).key $(MOK).pub kvm_lapic_pin.ko
 
-.PHONY: modules clean check root install uninstall sign
+.PHONY: modules clean check bench root install uninstall sign

@@ -10,9 +10,9 @@ TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$TESTS_DIR")
 CACHE=$TESTS_DIR/.cache
 MATRIX=(6.1 6.1-rt 6.12 6.12-rt 7.x 5.10)
-PACKAGES=(build-essential kmod cpio gzip xz-utils zstd dkms mmdebstrap dwarves
-	  qemu-system-x86 busybox-static)
-readonly TESTS_DIR REPO_ROOT CACHE MATRIX PACKAGES
+readonly TESTS_DIR REPO_ROOT CACHE MATRIX
+# shellcheck source=tests/lib.sh
+. "$TESTS_DIR/lib.sh"
 
 PASSED=0 FAILED=0 SKIPPED=0
 
@@ -36,21 +36,6 @@ run_step() {
 		tail -n 20 "$log" | sed 's/^/    /'
 		return 1
 	fi
-}
-
-prerequisites() {
-	local missing=() p
-	for p in "${PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
-			grep -q 'install ok installed' || missing+=("$p")
-	done
-	[[ ${#missing[@]} -eq 0 ]] && return 0
-	if [[ $EUID -ne 0 ]]; then
-		echo "missing packages; run as root or install them first:" >&2
-		echo "  sudo apt-get install -y ${missing[*]}" >&2
-		exit 2
-	fi
-	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # A copy of the module's sources per kernel, so builds never share objects.
@@ -105,7 +90,7 @@ test_kernel() { # kernel
 main() {
 	local kernels=("$@") k
 	[[ ${#kernels[@]} -eq 0 ]] && kernels=("${MATRIX[@]}")
-	prerequisites
+	install_missing "${TEST_PACKAGES[@]}" || exit 2
 	mkdir -p "$CACHE/logs"
 	run_step "checkpatch --strict" "$CACHE/logs/checkpatch.log" \
 		"$TESTS_DIR/checkpatch.sh"

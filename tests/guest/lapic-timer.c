@@ -7,8 +7,9 @@
  * directly through KVM_SET_SREGS.  It uses the in-kernel irqchip, so every
  * timer expiry goes through KVM's emulated LAPIC timer (apic_timer_fn).
  * Progress and completion are reported through OUT instructions; the
- * per-interrupt latency samples are written by the guest into its memory
- * and summarised by the host.
+ * per-interrupt latency samples, and the TSC ticks each arming write took
+ * (one VM exit, handled in KVM), are written by the guest into its memory
+ * and summarised by the host; --dump prints them all.
  *
  * Exit status: 0 if received == armed, 1 otherwise (including watchdog
  * expiry), 2 on setup error or guest crash.
@@ -44,6 +45,7 @@
 #define SAMPLES_GPA		0x100000
 #define MAX_COUNT		1000000
 #define MEM_ALIGN		(2UL << 20)
+#define DUMP_PER_LINE		16
 
 /* struct guest_data field offsets, shared with the guest assembly. */
 #define D_MODE			0x00
@@ -53,6 +55,8 @@
 #define D_SPURIOUS		0x10
 #define D_TSC_INTERVAL		0x18
 #define D_DEADLINE		0x20
+#define D_ARMS			0x28
+#define D_ARM_SAMPLES		0x2c
 
 /* Guest -> host I/O ports. */
 #define PORT_PROGRESS		0x500
@@ -101,6 +105,8 @@ struct guest_data {
 	uint32_t pad;
 	uint64_t tsc_interval;
 	uint64_t deadline;
+	uint32_t arms;
+	uint32_t arm_samples;	/* GPA of uint32_t arm_cost[count] */
 };
 
 _Static_assert(offsetof(struct guest_data, mode) == D_MODE, "layout");
@@ -111,6 +117,9 @@ _Static_assert(offsetof(struct guest_data, spurious) == D_SPURIOUS, "layout");
 _Static_assert(offsetof(struct guest_data, tsc_interval) == D_TSC_INTERVAL,
 	       "layout");
 _Static_assert(offsetof(struct guest_data, deadline) == D_DEADLINE, "layout");
+_Static_assert(offsetof(struct guest_data, arms) == D_ARMS, "layout");
+_Static_assert(offsetof(struct guest_data, arm_samples) == D_ARM_SAMPLES,
+	       "layout");
 
 #define D(off)			XSTR(DATA_GPA + off)
 #define APIC(reg)		XSTR(APIC_BASE + reg)
@@ -163,17 +172,18 @@ __asm__(
 
 	/*
 	 * deadline = rdtsc + tsc_interval; TMICT = tmict.
-	 * Clobbers eax, edx.
+	 * Clobbers eax, ecx, edx.
 	 */
 	".Larm_oneshot:\n"
 	"	rdtsc\n"
+	"	pushl %eax\n"
 	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
 	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"
 	"	movl %eax, " D(D_DEADLINE) "\n"
 	"	movl %edx, " D(D_DEADLINE + 4) "\n"
 	"	movl " D(D_TMICT) ", %eax\n"
 	"	movl %eax, " APIC(APIC_TMICT) "\n"
-	"	ret\n"
+	"	jmp .Lrecord_arm\n"
 
 	/*
 	 * deadline = rdtsc + tsc_interval; IA32_TSC_DEADLINE = deadline.
@@ -181,12 +191,31 @@ __asm__(
 	 */
 	".Larm_tscdl:\n"
 	"	rdtsc\n"
+	"	pushl %eax\n"
 	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
 	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"
 	"	movl %eax, " D(D_DEADLINE) "\n"
 	"	movl %edx, " D(D_DEADLINE + 4) "\n"
 	"	movl $" XSTR(MSR_IA32_TSC_DEADLINE) ", %ecx\n"
 	"	wrmsr\n"
+
+	/*
+	 * Tail of both arms: the low half of the TSC read before the arming
+	 * write is on the stack; record the ticks since then (the write's VM
+	 * exit and a handful of instructions) as arm sample number arms.
+	 */
+	".Lrecord_arm:\n"
+	"	rdtsc\n"
+	"	popl %ecx\n"
+	"	subl %ecx, %eax\n"
+	"	movl " D(D_ARMS) ", %ecx\n"
+	"	cmpl " D(D_COUNT) ", %ecx\n"
+	"	jae .Lrecorded\n"
+	"	movl " D(D_ARM_SAMPLES) ", %edx\n"
+	"	movl %eax, (%edx,%ecx,4)\n"
+	"	incl %ecx\n"
+	"	movl %ecx, " D(D_ARMS) "\n"
+	".Lrecorded:\n"
 	"	ret\n"
 
 	/*
@@ -286,6 +315,7 @@ struct options {
 	int migrate_to;
 	unsigned long migrate_after;
 	int idle;
+	int dump;
 };
 
 struct vm {
@@ -319,7 +349,7 @@ static void __attribute__((noreturn)) usage(void)
 	fprintf(stderr,
 		"usage: lapic-timer [--mode oneshot|tscdeadline|periodic]\n"
 		"                   [--interval-us U] [--count N] [--cpu C]\n"
-		"                   [--migrate-to D --migrate-after K]\n"
+		"                   [--migrate-to D --migrate-after K] [--dump]\n"
 		"       lapic-timer --idle\n");
 	exit(2);
 }
@@ -348,6 +378,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{ "migrate-to", required_argument, NULL, 't' },
 		{ "migrate-after", required_argument, NULL, 'a' },
 		{ "idle", no_argument, NULL, 'I' },
+		{ "dump", no_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 }
 	};
 	long ncpus = sysconf(_SC_NPROCESSORS_CONF);
@@ -390,6 +421,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'I':
 			o->idle = 1;
+			break;
+		case 'D':
+			o->dump = 1;
 			break;
 		default:
 			usage();
@@ -537,6 +571,7 @@ static void setup_guest(struct vm *vm, const struct options *o)
 	data->count = o->count;
 	data->tmict = o->interval_us * 1000 / APIC_BUS_CYCLE_NS;
 	data->tsc_interval = (uint64_t)o->interval_us * vm->tsc_khz / 1000;
+	data->arm_samples = SAMPLES_GPA + o->count * sizeof(int64_t);
 
 	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs))
 		die("KVM_GET_SREGS: %s", strerror(errno));
@@ -595,6 +630,35 @@ static void print_lat(const char *name, const int64_t *s, unsigned int idx,
 		printf(" lat_%s_us=na", name);
 }
 
+static void dump_sample(const char *tag, unsigned int i, unsigned int n,
+			long long v)
+{
+	printf("%s%lld%s", i % DUMP_PER_LINE ? " " : tag, v,
+	       i % DUMP_PER_LINE == DUMP_PER_LINE - 1 || i == n - 1 ? "\n" : "");
+}
+
+/*
+ * --dump: "SAMPLES tsc_khz=K lat=N arm=M", then every sample in TSC ticks,
+ * in the order taken, DUMP_PER_LINE to a line: N latencies on "LAT" lines
+ * and M arm costs on "ARM" lines.
+ */
+static void dump_samples(const struct vm *vm, const struct options *o,
+			 unsigned int n)
+{
+	const struct guest_data *data =
+		(const struct guest_data *)(vm->mem + DATA_GPA);
+	const int64_t *lat = (const int64_t *)(vm->mem + SAMPLES_GPA);
+	const uint32_t *arm = (const uint32_t *)(vm->mem + data->arm_samples);
+	unsigned int arms = data->arms < o->count ? data->arms : o->count;
+	unsigned int i;
+
+	printf("SAMPLES tsc_khz=%u lat=%u arm=%u\n", vm->tsc_khz, n, arms);
+	for (i = 0; i < n; i++)
+		dump_sample("LAT ", i, n, lat[i]);
+	for (i = 0; i < arms; i++)
+		dump_sample("ARM ", i, arms, arm[i]);
+}
+
 static void print_result(struct vm *vm, const struct options *o,
 			 int cpu_start)
 {
@@ -602,6 +666,8 @@ static void print_result(struct vm *vm, const struct options *o,
 	unsigned int n = data->received < o->count ? data->received : o->count;
 	int64_t *s = (int64_t *)(vm->mem + SAMPLES_GPA);
 
+	if (o->dump)
+		dump_samples(vm, o, n);
 	qsort(s, n, sizeof(*s), cmp_s64);
 	printf("RESULT mode=%s interval_us=%lu armed=%lu received=%u "
 	       "spurious=%u cpu_start=%d cpu_end=%d",
@@ -705,9 +771,13 @@ int main(int argc, char **argv)
 			pause();
 	}
 
-	/* Room for the samples array, rounded up to 2 MiB. */
-	create_vm(&vm, (SAMPLES_GPA + o.count * 8 + MEM_ALIGN) &
-		  ~(MEM_ALIGN - 1));
+	/*
+	 * Room for int64_t latency[count] at SAMPLES_GPA and arm_cost[count]
+	 * after it, rounded up to 2 MiB.
+	 */
+	create_vm(&vm, (SAMPLES_GPA +
+			o.count * (sizeof(int64_t) + sizeof(uint32_t)) +
+			MEM_ALIGN) & ~(MEM_ALIGN - 1));
 	if (o.mode == MODE_TSCDEADLINE && !vm.tsc_deadline)
 		die("KVM does not support the TSC deadline timer");
 	setup_guest(&vm, &o);

@@ -4,6 +4,7 @@
 #
 #   tests/vm/boot.sh --kernel NAME --initrd FILE --log FILE [--timeout SECS]
 #                    [--append "CMDLINE"] [--smp N] [--tcg multi|single]
+#                    [--icount SHIFT]
 #
 # The console goes to stdout and to the log. Exit status: 0 if the log has
 # "VM-EXIT 0" (see tests/vm/init), 1 if not, 124 if the VM was still running
@@ -13,18 +14,23 @@
 # It boots as fast, and avoids the rare oops or hang that multi-threaded TCG
 # causes when the guest patches kernel text (static keys, kprobes) while
 # other vCPUs run it.
+#
+# --icount SHIFT makes virtual time, and so the guest's TSC, follow the
+# instructions executed: 2^SHIFT ns each, idle time skipped (QEMU's -icount
+# shift=SHIFT,sleep=off). It needs --tcg single.
 set -euo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly VM_DIR
 
 usage() {
-    sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
 main() {
     local name='' initrd='' log='' timeout=300 append='' smp=3 tcg=multi
+    local icount=''
     while (($#)); do
         (($# >= 2)) || usage
         case $1 in
@@ -35,6 +41,7 @@ main() {
         --append) append=$2 ;;
         --smp) smp=$2 ;;
         --tcg) tcg=$2 ;;
+        --icount) icount=$2 ;;
         *) usage ;;
         esac
         shift 2
@@ -42,6 +49,9 @@ main() {
     [[ -n $name && -n $initrd && -n $log ]] || usage
     [[ $smp =~ ^[1-9][0-9]*$ && $timeout =~ ^[1-9][0-9]*$ ]] || usage
     [[ $tcg == multi || $tcg == single ]] || usage
+    [[ -z $icount || ($icount =~ ^[0-9]+$ && $tcg == single) ]] || usage
+    local -a accel=(-accel "tcg,thread=$tcg")
+    [[ -z $icount ]] || accel+=(-icount "shift=$icount,sleep=off")
 
     local VMLINUZ
     eval "$("$VM_DIR/../kernels.sh" info "$name" | grep '^VMLINUZ=')"
@@ -55,7 +65,7 @@ main() {
     local rc=0
     timeout --kill-after=10 "$timeout" \
         qemu-system-x86_64 \
-        -accel "tcg,thread=$tcg" \
+        "${accel[@]}" \
         -cpu max,+invtsc,x-force-features=on \
         -smp "$smp" -m 1G \
         -nodefaults -nographic -serial stdio -no-reboot \

@@ -1,0 +1,23 @@
+# shellcheck shell=bash
+# Shared by tests/run.sh and bench/run.sh.
+
+# What the suite and the benchmark need on a Debian host.
+TEST_PACKAGES=(build-essential kmod cpio gzip xz-utils zstd dkms mmdebstrap
+	       dwarves qemu-system-x86 busybox-static)
+
+# install_missing PACKAGE...: install those not installed yet (as root), or
+# name the apt-get line to run and fail.
+install_missing() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || missing+=("$p")
+	done
+	[[ ${#missing[@]} -eq 0 ]] && return 0
+	if [[ $EUID -ne 0 ]]; then
+		echo "missing packages; run as root or install them first:" >&2
+		echo "  sudo apt-get install -y ${missing[*]}" >&2
+		return 2
+	fi
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
