@@ -123,6 +123,18 @@ _Static_assert(offsetof(struct guest_data, arm_samples) == D_ARM_SAMPLES,
 
 #define D(off)			XSTR(DATA_GPA + off)
 #define APIC(reg)		XSTR(APIC_BASE + reg)
+
+/*
+ * Both arms start alike: push the low half of the TSC, and store (and leave
+ * in edx:eax) deadline = rdtsc + tsc_interval.
+ */
+#define NEXT_DEADLINE							\
+	"	rdtsc\n"						\
+	"	pushl %eax\n"						\
+	"	addl " D(D_TSC_INTERVAL) ", %eax\n"			\
+	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"			\
+	"	movl %eax, " D(D_DEADLINE) "\n"				\
+	"	movl %edx, " D(D_DEADLINE + 4) "\n"
 #define MOVL(imm, dst)		"	movl $" XSTR(imm) ", " dst "\n"
 
 /*
@@ -175,12 +187,7 @@ __asm__(
 	 * Clobbers eax, ecx, edx.
 	 */
 	".Larm_oneshot:\n"
-	"	rdtsc\n"
-	"	pushl %eax\n"
-	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
-	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"
-	"	movl %eax, " D(D_DEADLINE) "\n"
-	"	movl %edx, " D(D_DEADLINE + 4) "\n"
+	NEXT_DEADLINE
 	"	movl " D(D_TMICT) ", %eax\n"
 	"	movl %eax, " APIC(APIC_TMICT) "\n"
 	"	jmp .Lrecord_arm\n"
@@ -190,12 +197,7 @@ __asm__(
 	 * Clobbers eax, ecx, edx.
 	 */
 	".Larm_tscdl:\n"
-	"	rdtsc\n"
-	"	pushl %eax\n"
-	"	addl " D(D_TSC_INTERVAL) ", %eax\n"
-	"	adcl " D(D_TSC_INTERVAL + 4) ", %edx\n"
-	"	movl %eax, " D(D_DEADLINE) "\n"
-	"	movl %edx, " D(D_DEADLINE + 4) "\n"
+	NEXT_DEADLINE
 	"	movl $" XSTR(MSR_IA32_TSC_DEADLINE) ", %ecx\n"
 	"	wrmsr\n"
 
