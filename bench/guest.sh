@@ -22,8 +22,8 @@ set -u
 : "${BENCH_COUNTS:?}" "${BENCH_RUNS:?}" "${BENCH_HOST_COUNT:?}"
 
 PIN=/sys/module/kvm_lapic_pin
-T=/sys/kernel/tracing
-W=/payload/lapic-timer
+# shellcheck source=tests/e2e/lib.sh
+. /payload/lib.sh
 VCPU=1
 HOST_INTERVAL_US=10000
 
@@ -37,26 +37,6 @@ online_cpus() {
 	for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
 		[ "$(cat "$f")" = 1 ] || echo 1 >"$f" || error "cannot online $f"
 	done
-}
-
-# One VM that exists throughout, so that KVM's static keys do not flip
-# between runs.
-idle_vm_start() {
-	$W --idle >/tmp/idle.out 2>&1 &
-	i=0
-	while ! grep -q 'IDLE ready' /tmp/idle.out && [ $i -lt 100 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	grep -q 'IDLE ready' /tmp/idle.out || error "idle VM did not start"
-}
-
-trace_setup() {
-	echo 0 >$T/tracing_on
-	if ! echo apic_timer_fn >$T/set_ftrace_filter ||
-		! echo function >$T/current_tracer; then
-		error "cannot trace apic_timer_fn"
-	fi
 }
 
 # run_timer MODE INTERVAL_US COUNT: one traced workload run.
@@ -96,8 +76,8 @@ configure() {
 online_cpus
 grep -q 1-2 /sys/devices/system/cpu/nohz_full || error "CPUs 1-2 not nohz_full"
 modprobe kvm_amd || error "cannot load kvm_amd"
-idle_vm_start
-trace_setup
+idle_vm_start || error "idle VM did not start"
+trace_setup || error "cannot trace apic_timer_fn"
 
 for config in stock tm0 enabled disabled; do
 	configure $config

@@ -51,9 +51,7 @@ build_tools() {
 # The module for kernel $1, built as tests/run.sh builds it; prints the .ko.
 build_module() {
 	local dir=$WORK/build/$1
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	cp -r "$REPO_ROOT"/{Kbuild,Makefile,dkms.conf,src} "$dir"/
+	module_tree "$dir"
 	"$TESTS_DIR/kernels.sh" kbuild "$1" -- M="$dir" modules \
 		>"$OUT/logs/$1-build.log" 2>&1 ||
 		die "$1: module build failed, see $OUT/logs/$1-build.log"
@@ -430,6 +428,7 @@ main() {
 		initrd=$WORK/$k.cpio.gz
 		mkdir -p "$payload"
 		cp "$BENCH_DIR/guest.sh" "$payload/run"
+		cp "$TESTS_DIR/e2e/lib.sh" "$payload/"
 		cp "$WORK/bin/lapic-timer" "$WORK/bin/timerfd-loop" "$payload/"
 		"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" "$ko" \
 			>"$OUT/logs/$k-initramfs.log" 2>&1 ||

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared by tests/run.sh and bench/run.sh.
 
-# What the suite and the benchmark need on a Debian host.
+# What the suite and the benchmark need on a Debian host (used by both).
+# shellcheck disable=SC2034
 TEST_PACKAGES=(build-essential kmod cpio gzip xz-utils zstd dkms mmdebstrap
 	       dwarves qemu-system-x86 busybox-static)
 
@@ -20,4 +21,12 @@ install_missing() {
 		return 2
 	fi
 	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# module_tree DIR: a fresh copy of the module's sources (REPO_ROOT's) in DIR,
+# so that builds for different kernels never share objects.
+module_tree() {
+	rm -rf "$1"
+	mkdir -p "$1"
+	cp -r "$REPO_ROOT"/{Kbuild,Makefile,dkms.conf,src} "$1"/
 }

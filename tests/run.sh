@@ -38,21 +38,13 @@ run_step() {
 	fi
 }
 
-# A copy of the module's sources per kernel, so builds never share objects.
-module_tree() { # kernel
-	local dir=$CACHE/build/$1
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	cp -r "$REPO_ROOT"/{Kbuild,Makefile,dkms.conf,src} "$dir"/
-	echo "$dir"
-}
-
 test_kernel() { # kernel
 	local k=$1 logs=$CACHE/logs/$1 dir initrd payload
 	mkdir -p "$logs"
 	run_step "$k: fetch" "$logs/fetch.log" "$TESTS_DIR/kernels.sh" fetch "$k" ||
 		return
-	dir=$(module_tree "$k")
+	dir=$CACHE/build/$k
+	module_tree "$dir"
 	run_step "$k: build W=1 -Werror" "$logs/build.log" \
 		"$TESTS_DIR/kernels.sh" kbuild "$k" -- M="$dir" W=1 \
 		KCFLAGS=-Werror modules || return
@@ -64,6 +56,7 @@ test_kernel() { # kernel
 	rm -rf "$payload"
 	mkdir -p "$payload"
 	cp "$TESTS_DIR/e2e/guest.sh" "$payload/run"
+	cp "$TESTS_DIR/e2e/lib.sh" "$payload/"
 	cp "$TESTS_DIR/guest/lapic-timer" "$payload/"
 	cp -a "$CACHE/udev-root" "$payload/"
 	"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" \

@@ -10,8 +10,8 @@ set -u
 
 PIN=/sys/module/kvm_lapic_pin
 KNOB=$PIN/parameters/enabled
-T=/sys/kernel/tracing
-W=/payload/lapic-timer
+# shellcheck source=tests/e2e/lib.sh
+. /payload/lib.sh
 VCPU=1
 
 NOHZ=$(cat /sys/devices/system/cpu/nohz_full 2>/dev/null)
@@ -31,15 +31,6 @@ check() {
 	else
 		result FAIL "$1" "$2"
 	fi
-}
-
-# Function-trace apic_timer_fn; set up once per kvm load, so that runs only
-# flip tracing_on (no code patching between runs).
-trace_setup() {
-	echo 0 >$T/tracing_on
-	echo nop >$T/current_tracer
-	echo apic_timer_fn >$T/set_ftrace_filter &&
-		echo function >$T/current_tracer
 }
 
 # run_timer ARGS...: one workload run, traced.  Sets RES (its RESULT line),
@@ -111,16 +102,9 @@ knob() {
 	echo "$1" >$KNOB
 }
 
-idle_vm_start() {
-	: >/tmp/idle.out	# not the last VM's "ready": the job truncates late
-	$W --idle >/tmp/idle.out 2>&1 &
-	IDLE=$!
-	i=0
-	while ! grep -q 'IDLE ready' /tmp/idle.out && [ $i -lt 120 ]; do
-		sleep 1
-		i=$((i + 1))
-	done
-	check "idle VM" "keeps KVM's static keys set for the run: after ${i}s:$(
+idle_vm() {
+	idle_vm_start
+	check "idle VM" "keeps KVM's static keys set for the run: after ${IDLE_WAIT}s:$(
 		kill -0 "$IDLE" 2>/dev/null || echo " exited") $(cat /tmp/idle.out)" \
 		"grep -q 'IDLE ready' /tmp/idle.out"
 }
@@ -145,7 +129,7 @@ check "load before kvm: attaches when kvm loads" \
 	 [ "$(status symbols)" = "start_sw_timer __kvm_migrate_apic_timer" ]'
 check "switch defaults on" "enabled=$(cat $KNOB)" '[ "$(cat $KNOB)" = Y ]'
 
-idle_vm_start
+idle_vm
 trace_setup
 
 # --- control: disabled, KVM's own behaviour ----------------------------------
@@ -207,7 +191,7 @@ check "kvm unload: detaches" "attached=$(status attached)" \
 modprobe kvm_amd
 check "kvm reload: re-attaches" "attached=$(status attached)" \
 	'[ "$(status attached)" = 1 ]'
-idle_vm_start
+idle_vm
 trace_setup
 run_timer --mode oneshot --interval-us 10000 --count 20 --cpu $VCPU
 pinned "fix oneshot 10ms after kvm reload" 20
@@ -281,7 +265,7 @@ check "udev: loading kvm loads kvm_lapic_pin" \
 	"loaded=$([ -d $PIN ] && echo yes) attached=$(status attached) enabled=$(cat $KNOB)" \
 	'[ "$(status attached)" = 1 ] && [ "$(cat $KNOB)" = Y ]'
 modprobe kvm_amd
-idle_vm_start
+idle_vm
 trace_setup
 run_timer --mode oneshot --interval-us 10000 --count 20 --cpu $VCPU
 pinned "fix oneshot 10ms, loaded by udev" 20
