@@ -20,4 +20,4 @@ if [[ ! -x $DIR/scripts/checkpatch.pl ]]; then
 	rm -f "$deb"
 fi
 "$DIR/scripts/checkpatch.pl" --strict --no-tree --terse --show-types \
-	-f "$REPO_ROOT"/src/*.c
+	-f "$REPO_ROOT"/src/*.[ch]

@@ -55,8 +55,8 @@ test_kernel() { # kernel
 	initrd=$CACHE/payload/$k.cpio.gz
 	rm -rf "$payload"
 	mkdir -p "$payload"
-	cp "$TESTS_DIR/e2e/guest.sh" "$payload/run"
-	cp "$TESTS_DIR/e2e/lib.sh" "$payload/"
+	cp "$TESTS_DIR"/e2e/*.sh "$payload/"
+	mv "$payload/guest.sh" "$payload/run"
 	cp "$TESTS_DIR/guest/lapic-timer" "$payload/"
 	cp -a "$CACHE/udev-root" "$payload/"
 	"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" \
