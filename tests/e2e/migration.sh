@@ -1,0 +1,61 @@
+# shellcheck shell=sh
+# The vCPU thread moving:
+# - a periodic timer armed on CPU1 follows the vCPU to CPU2 (only
+#   __kvm_migrate_apic_timer re-arms it); switched off, it does not;
+# - floating: the vCPU thread moved between CPUs 1 and 2 from outside
+#   while it arms 1 ms and 10 ms one-shot and TSC-deadline timers: every
+#   expiry on the CPU that last started that timer, every interrupt
+#   delivered; switched off, the expiries are elsewhere.
+group_migration() {
+	run_timer --mode periodic --interval-us 10000 --count 40 --cpu $VCPU \
+		--migrate-to 2 --migrate-after 20
+	after_move=$(echo "$SEQ" | sed -n 's/^[^2]*\(2.*\)$/\1/p')
+	check "migration periodic: on CPU2 after the move" "$(hist) seq=$SEQ" \
+		'[ "$N0" = 0 ] && [ "$N2" -ge 15 ] && ! echo "$after_move" | grep -q "[01]"'
+	no_loss "migration periodic"
+
+	for mode in oneshot tscdeadline; do
+		float $mode 1000 500
+		float $mode 10000 100
+	done
+
+	knob 0
+	run_timer --mode periodic --interval-us 10000 --count 40 --cpu $VCPU \
+		--migrate-to 2 --migrate-after 20
+	check_nohz "control migration periodic: not on CPU2" "$(hist)" \
+		'[ "$N2" -le 1 ]'
+	no_loss "control migration periodic"
+	float_run oneshot 10000 100
+	check_nohz "control floating oneshot 10ms: expiries elsewhere" \
+		"elsewhere=$ELSEWHERE of $TOTAL" \
+		'[ $((ELSEWHERE * 2)) -ge "$TOTAL" ] && [ "$TOTAL" -ge 50 ]'
+	knob 1
+}
+
+# float_run MODE INTERVAL_US COUNT: a traced run whose vCPU thread is moved
+# between CPUs 1 and 2 every few milliseconds.
+float_run() {
+	trace_start
+	$W --mode "$1" --interval-us "$2" --count "$3" --cpu $VCPU >/tmp/f.out &
+	guest=$!
+	while kill -0 $guest 2>/dev/null; do
+		taskset -pc 2 $guest
+		sleep 0.005
+		taskset -pc 1 $guest
+		sleep 0.005
+	done >/dev/null 2>&1
+	wait $guest
+	RES=$(grep '^RESULT' /tmp/f.out)
+	trace_parse
+}
+
+float() { # mode interval_us count
+	name="floating $1 $(($2 / 1000))ms"
+	count=$3
+	float_run "$@"
+	check "$name: on the CPU that started it" \
+		"$(hist) elsewhere=$ELSEWHERE starts=$STARTS" \
+		'[ "$ELSEWHERE" = 0 ] && [ "$N1" -gt 0 ] && [ "$N2" -gt 0 ] &&
+		 [ "$TOTAL" -ge $((count / 2)) ]'
+	no_loss "$name"
+}
