@@ -1,12 +1,16 @@
 #!/bin/sh
 # Benchmark payload, run inside the VM (busybox sh) as /payload/run; see
 # bench/run.sh.  CPU0 is housekeeping, CPUs 1-2 are nohz_full; the vCPU
-# runs on CPU1.  For each configuration (stock, tm0, enabled, disabled:
-# see configure) it runs the KVM workload in every timer mode and interval,
-# tracing where apic_timer_fn fires, and then the host hrtimer workload.
-# It prints:
+# runs on CPU1.  For each configuration (stock, tm0, upstream, callsite,
+# rearm, disabled: see configure) it runs the KVM workload in every timer
+# mode and interval, tracing where apic_timer_fn fires, and then the host
+# hrtimer workload.  It prints:
 #
 #   CONFIG name                      the configuration the next lines are for
+#   KPROBES method=M type=T probe=P flags=F
+#                                    a kprobe on kvm.ko after loading the
+#                                    module with method=M (debugfs
+#                                    kprobes/list; F: [OPTIMIZED] etc., or -)
 #   RUN mode=M interval_us=U         a workload run; its SAMPLES, LAT, ARM
 #                                    and RESULT lines follow (--dump)
 #   TRACE vcpu=N other=M             expiries of that run on CPU1 and elsewhere
@@ -17,7 +21,8 @@
 # Settings come from the kernel command line, which passes them to init as
 # environment variables: BENCH_COUNTS (interval_us:count,...), BENCH_RUNS
 # (runs per mode and interval) and BENCH_HOST_COUNT (arms per timerfd-loop
-# run, 0 for none).
+# run, 0 for none).  /payload/kvm-upstream.ko is kvm.ko with the upstream
+# fix (bench/upstream-kvm.sh).
 set -u
 : "${BENCH_COUNTS:?}" "${BENCH_RUNS:?}" "${BENCH_HOST_COUNT:?}"
 
@@ -57,17 +62,75 @@ run_timer() {
 		END { printf "TRACE vcpu=%d other=%d\n", n, o }' $T/trace
 }
 
+# swap_kvm [FILE]: reload kvm, from FILE (insmod, after kvm's dependencies)
+# or the stock module; then the idle VM and the trace again.
+swap_kvm() {
+	kill "$IDLE"
+	wait "$IDLE" 2>/dev/null
+	{ rmmod kvm_amd && rmmod kvm; } || error "cannot unload kvm"
+	if [ $# = 1 ]; then
+		# shellcheck disable=SC2013 # the line's words
+		for dep in $(sed -n 's|^[^:]*/kvm\.ko: *||p' \
+			/lib/modules/"$(uname -r)"/modules.dep); do
+			dep=${dep##*/}
+			modprobe "${dep%.ko}" || error "cannot load $dep"
+		done
+		insmod "$1" || error "cannot insmod $1"
+		case $(cat /sys/module/kvm/taint) in
+		*E*) ;;
+		*) error "kvm is not the unsigned $1" ;;
+		esac
+	else
+		modprobe kvm || error "cannot load kvm"
+	fi
+	modprobe kvm_amd || error "cannot load kvm_amd"
+	idle_vm_start || error "idle VM did not start"
+	trace_setup || error "cannot trace apic_timer_fn"
+}
+
+# pin_load METHOD: load kvm_lapic_pin with method=METHOD; print its probes.
+pin_load() {
+	modprobe kvm_lapic_pin method="$1" || error "cannot load kvm_lapic_pin"
+	[ "$(cat $PIN/status/attached 2>/dev/null)" = 1 ] ||
+		error "kvm_lapic_pin not attached"
+	[ "$(cat $PIN/status/method 2>/dev/null)" = "$1" ] ||
+		error "kvm_lapic_pin method is '$(cat $PIN/status/method 2>/dev/null)', not $1"
+	sleep 1	# the kprobe optimizer works a few jiffies later
+	awk -v m="$1" '$4 == "kvm" {
+		print "KPROBES method=" m, "type=" $2, "probe=" $3,
+		      "flags=" ($5 == "" ? "-" : $5)
+	}' /sys/kernel/debug/kprobes/list
+}
+
+# pin_unload: check and remove kvm_lapic_pin.
+pin_unload() {
+	pin_status
+	rmmod kvm_lapic_pin || error "cannot unload kvm_lapic_pin"
+}
+
+# pin_status: the module's counters, for the log; misses are an error.
+pin_status() {
+	echo "STATUS $(cd $PIN/status && grep . ./* | sed 's|^\./||' | tr '\n' ' ')"
+	[ "$(cat $PIN/status/missed)" = 0 ] || error "kretprobe misses"
+}
+
 # configure NAME: switch to configuration NAME from the one before it.
 configure() {
 	echo "CONFIG $1"
 	case $1 in
 	stock) ;;
 	tm0) echo 0 >/proc/sys/kernel/timer_migration ;;
-	enabled)
+	upstream)
 		echo 1 >/proc/sys/kernel/timer_migration
-		modprobe kvm_lapic_pin
-		[ "$(cat $PIN/status/attached 2>/dev/null)" = 1 ] ||
-			error "kvm_lapic_pin not attached"
+		swap_kvm /payload/kvm-upstream.ko
+		;;
+	callsite)
+		swap_kvm
+		pin_load callsite
+		;;
+	rearm)
+		pin_unload
+		pin_load rearm
 		;;
 	disabled) echo 0 >$PIN/parameters/enabled ;;
 	esac
@@ -79,7 +142,7 @@ modprobe kvm_amd || error "cannot load kvm_amd"
 idle_vm_start || error "idle VM did not start"
 trace_setup || error "cannot trace apic_timer_fn"
 
-for config in stock tm0 enabled disabled; do
+for config in stock tm0 upstream callsite rearm disabled; do
 	configure $config
 	for mode in oneshot tscdeadline periodic; do
 		for ic in $(echo "$BENCH_COUNTS" | tr , ' '); do
@@ -99,5 +162,5 @@ for config in stock tm0 enabled disabled; do
 		run=$((run + 1))
 	done
 done
-[ "$(cat $PIN/status/missed)" = 0 ] || error "kretprobe misses"
+pin_status
 echo DONE

@@ -3,7 +3,7 @@
 # kernels booted with nohz_full in QEMU (TCG, emulated SVM, nested KVM), with
 # the end-to-end tests' VM machinery and KVM workload.
 #
-#   bench/run.sh [--quick] [KERNEL...]      default kernels: 6.1 6.12
+#   bench/run.sh [--quick] [KERNEL...]      default kernels: 6.1 6.12 7.x
 #
 # Each kernel boots twice with the same payload (bench/guest.sh):
 #   wallclock  TCG as in the tests: the guest's clock is the host's.
@@ -11,11 +11,13 @@
 #              advances 1 ns per instruction executed by the emulated CPUs,
 #              idle time skipped; repeatable, unlike wall-clock time.
 # Configurations: stock (module not loaded), tm0 (stock with
-# kernel.timer_migration=0), enabled, disabled (module loaded, switched
-# off).  Writes bench/out/table.txt (printed at the end), table.csv,
-# latency.png, samples.csv (every sample) and logs/.  --quick takes fewer
-# samples.  Exit status 0 if the table has every figure of every
-# configuration.
+# kernel.timer_migration=0), upstream (the kernel's kvm.ko with the upstream
+# fix: its arming calls' mode made pinned, bench/upstream-kvm.sh), callsite
+# and rearm (the module loaded with method=callsite / method=rearm),
+# disabled (module loaded, switched off).  Writes bench/out/table.txt
+# (printed at the end), table.csv, latency.png, samples.csv (every sample)
+# and logs/.  --quick takes fewer samples.  Exit status 0 if the table has
+# every figure of every configuration.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,15 +25,15 @@ REPO_ROOT=$(dirname "$BENCH_DIR")
 TESTS_DIR=$REPO_ROOT/tests
 OUT=$BENCH_DIR/out
 WORK=$OUT/work
-DEFAULT_KERNELS=(6.1 6.12)
-CONFIGS="stock tm0 enabled disabled"	# as bench/guest.sh runs them
+DEFAULT_KERNELS=(6.1 6.12 7.x)
+CONFIGS="stock tm0 upstream callsite rearm disabled"	# as bench/guest.sh runs them
 readonly BENCH_DIR REPO_ROOT TESTS_DIR OUT WORK DEFAULT_KERNELS CONFIGS
 # shellcheck source=tests/lib.sh
 . "$TESTS_DIR/lib.sh"
 QUICK=0
 
 usage() {
-	sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+	sed -n '2,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 	exit 2
 }
 
@@ -97,23 +99,28 @@ boot() {
 		append+=" maxcpus=1"
 	fi
 	wait_for_other_vms
-	echo "$k: $setting boot"
-	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" --tcg single \
+	echo -n "$k: $setting boot"
+	local start=$SECONDS
+	if "$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" --tcg single \
 		"${icount[@]}" --append "$append" --timeout 600 \
-		--log "$OUT/logs/$k-$setting.log" >/dev/null 2>"$OUT/logs/$k-$setting.err" ||
-		echo "$k: $setting boot failed, see $OUT/logs/$k-$setting.err"
+		--log "$OUT/logs/$k-$setting.log" >/dev/null 2>"$OUT/logs/$k-$setting.err"; then
+		echo ": $((SECONDS - start)) s"
+	else
+		echo ": failed after $((SECONDS - start)) s, see $OUT/logs/$k-$setting.err"
+	fi
 }
 
 # parse KERNEL SETTING: append the console's samples to $OUT/samples.csv
 # (kernel,boot,config,workload,interval_us,metric,value) and its traces to
-# $WORK/locality.csv (kernel,boot,config,mode,interval_us,vcpu,other).
+# $WORK/locality.csv (kernel,boot,config,mode,interval_us,vcpu,other), and
+# its kprobes to $WORK/kprobes.csv (kernel,boot,method,type,probe,flags).
 # Fails on an ERROR line, a damaged dump or a missing DONE line.
 parse() {
 	local console=$OUT/logs/$1-$2.log
 	[[ -f $console ]] || return 1
 	tr -d '\r' <"$console" | awk -v OFS=, -v k="$1" -v b="$2" \
 		-v console="$console" -v samples="$OUT/samples.csv" \
-		-v locality="$WORK/locality.csv" '
+		-v locality="$WORK/locality.csv" -v kprobes="$WORK/kprobes.csv" '
 	function val(key,   i) {
 		for (i = 2; i <= NF; i++)
 			if (index($i, key "=") == 1)
@@ -129,7 +136,7 @@ parse() {
 			complain("damaged dump in " config " " workload " " interval)
 	}
 	# The console may put other output before a line of ours.
-	match($0, /(CONFIG|RUN|HOST|SAMPLES|LAT|ARM|TRACE|ERROR|DONE)( |$)/) {
+	match($0, /(CONFIG|KPROBES|RUN|HOST|SAMPLES|LAT|ARM|TRACE|ERROR|DONE)( |$)/) {
 		$0 = substr($0, RSTART)
 	}
 	$1 == "CONFIG" { config = $2 }
@@ -160,6 +167,10 @@ parse() {
 	$1 == "TRACE" {
 		print k, b, config, workload, interval, val("vcpu"),
 		      val("other") >>locality
+	}
+	$1 == "KPROBES" {
+		print k, b, val("method"), val("type"), val("probe"),
+		      val("flags") >>kprobes
 	}
 	$1 == "ERROR" { complain($0) }
 	$1 == "DONE" { done = 1 }
@@ -224,23 +235,29 @@ table_csv() {
 	}' "$WORK/stats.csv"
 }
 
-# table.txt from table.csv; KERNEL=KVER arguments name the kernels.
+# table.txt from table.csv and $WORK/kprobes.csv; KERNEL=KVER arguments name
+# the kernels.
 table_txt() {
-	awk -F, -v kernels="$*" -v configs="$CONFIGS" \
+	awk -F, -v kernels="$*" -v configs="$CONFIGS" -v kprobes="$WORK/kprobes.csv" \
 		-v qemu="$(qemu-system-x86_64 --version | head -n 1)" \
 		-v wallclock="$(guest_params wallclock)" -v icount="$(guest_params icount)" '
 	function cell(m, k, b, c, w, i) {
 		return (m, k, b, c, w, i) in v ? v[m, k, b, c, w, i] : "MISSING"
 	}
-	# median [p10-p90], and the difference of the median from stock
-	function cost(m, k, c, w, i,   key, d) {
+	# median of configuration c minus that of configuration r, or "."
+	function diff(m, k, c, w, i, r) {
+		if (c == r || !((m, k, "icount", c, w, i) in v) ||
+		    !((m, k, "icount", r, w, i) in v))
+			return "."
+		return sprintf("%+d", v[m, k, "icount", c, w, i] - v[m, k, "icount", r, w, i])
+	}
+	# median [p10-p90], then the median minus stock'"'"'s and upstream'"'"'s
+	function cost(m, k, c, w, i,   key) {
 		key = m SUBSEP k SUBSEP "icount" SUBSEP c SUBSEP w SUBSEP i
 		if (!(key in v))
-			return sprintf("%-24s", "MISSING")
-		d = ""
-		if (c != "stock" && (m, k, "icount", "stock", w, i) in v)
-			d = sprintf(" %+d", v[key] - v[m, k, "icount", "stock", w, i])
-		return sprintf("%-24s", v[key] " [" p10[key] "-" p90[key] "]" d)
+			return sprintf("%-19s %6s %6s  ", "MISSING", "", "")
+		return sprintf("%-19s %6s %6s  ", v[key] " [" p10[key] "-" p90[key] "]",
+			       diff(m, k, c, w, i, "stock"), diff(m, k, c, w, i, "upstream"))
 	}
 	# median, p99, max in us, and the median relative to stock
 	function lat(k, c, w,   key, stock, d) {
@@ -254,6 +271,18 @@ table_txt() {
 		return sprintf("%6.1f %6.1f %6.1f %8s ", v[key] / 1000, p99[key] / 1000,
 			       max[key] / 1000, d)
 	}
+	# the call-site method against the upstream fix (see the heading)
+	function versus(k, w, i,   a, s, u, c, r) {
+		a = "arm_cost" SUBSEP k SUBSEP "icount" SUBSEP
+		s = a "stock" SUBSEP w SUBSEP i
+		u = a "upstream" SUBSEP w SUBSEP i
+		c = a "callsite" SUBSEP w SUBSEP i
+		r = a "rearm" SUBSEP w SUBSEP i
+		if (!(s in v && u in v && c in v && r in v))
+			return sprintf("%8s %8s %8s %8s", "MISSING", "", "", "")
+		return sprintf("%+8d %7.1f%% %+8d %8s", v[c] - v[u], 100 * (v[c] - v[u]) / v[s],
+			       v[r] - v[u], v[r] == v[u] ? "." : sprintf("%.2f", (v[c] - v[u]) / (v[r] - v[u])))
+	}
 	NR > 1 {
 		key = $1 SUBSEP $2 SUBSEP $3 SUBSEP $4 SUBSEP $5 SUBSEP $6
 		v[key] = $9
@@ -264,7 +293,7 @@ table_txt() {
 	}
 	END {
 		nk = split(kernels, K, " ")
-		split(configs, C, " ")
+		nc = split(configs, C, " ")
 		split("oneshot tscdeadline periodic", M, " ")
 		split("1000 10000 50000", I, " ")
 		split("wallclock icount", B, " ")
@@ -278,7 +307,11 @@ table_txt() {
 		print qemu
 		print "TCG, emulated SVM, nested KVM; 3 CPUs, nohz_full=1-2; the vCPU runs on CPU1."
 		print "stock: module not loaded; tm0: stock + sysctl kernel.timer_migration=0;"
-		print "enabled / disabled: module loaded, parameters/enabled = 1 / 0."
+		print "upstream: the upstream fix, the kernel'"'"'s own kvm.ko with the mode of its"
+		print "  three arming calls changed from HRTIMER_MODE_ABS_HARD to ..._ABS_PINNED_HARD"
+		print "  (bench/upstream-kvm.sh), module not loaded;"
+		print "callsite / rearm: module loaded with method=callsite / method=rearm;"
+		print "disabled: module loaded (method=rearm), parameters/enabled = 0."
 		print "wallclock boot: TCG as in make check. icount boot: -icount shift=0, so"
 		print "every TSC advances 1 tick per instruction the emulated CPUs execute."
 		print "Runs per configuration, mode and interval (interval_us:timer interrupts),"
@@ -290,17 +323,17 @@ table_txt() {
 		print "   core keeps a timer on the arming CPU when it expires before the"
 		print "   housekeeping CPU'"'"'s next event (its tick: HZ=250), as 1 ms timers often"
 		print "   do; a periodic timer stays where its first expiry was queued."
-		printf "%-25s", ""
+		printf "%-26s", ""
 		for (m = 1; m <= 3; m++)
 			printf "%-21s", M[m]
-		printf "\n%-6s %-9s %-8s", "kernel", "boot", "config"
+		printf "\n%-6s %-9s %-9s", "kernel", "boot", "config"
 		for (m = 1; m <= 3; m++)
 			printf "%6s %6s %6s  ", "1ms", "10ms", "50ms"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (b = 1; b <= 2; b++)
-				for (c = 1; c <= 4; c++) {
-					printf "%-6s %-9s %-8s", K[k], B[b], C[c]
+				for (c = 1; c <= nc; c++) {
+					printf "%-6s %-9s %-9s", K[k], B[b], C[c]
 					for (m = 1; m <= 3; m++)
 						for (i = 1; i <= 3; i++)
 							printf "%6s%s", cell("locality", K[k], B[b], C[c], M[m], I[i]), i == 3 ? "  " : " "
@@ -309,52 +342,84 @@ table_txt() {
 		print ""
 		print "2. Cost per LAPIC timer arm, icount boot: TSC ticks (= instructions) the L2"
 		print "   guest sees across its arming write (TMICT, or the TSC_DEADLINE MSR): one"
-		print "   VM exit handled by KVM in L1, start_sw_timer and the module'"'"'s kretprobe"
+		print "   VM exit handled by KVM in L1, start_sw_timer and the module'"'"'s probes"
 		print "   included. median [p10-p90] over all arms of all runs, then the median"
-		print "   minus stock'"'"'s."
-		printf "%-6s %-8s %-8s %-24s%-24s\n", "kernel", "interval", "config", "oneshot", "tscdeadline"
+		print "   minus stock'"'"'s and minus upstream'"'"'s."
+		printf "%-6s %-8s %-9s %-35s%s\n", "kernel", "interval", "config", "oneshot", "tscdeadline"
+		printf "%-26s", ""
+		for (m = 1; m <= 2; m++)
+			printf "%-19s %6s %6s  ", "median [p10-p90]", "-stock", "-upstr"
+		print ""
 		for (k = 1; k <= nk; k++)
 			for (i = 1; i <= 3; i++)
-				for (c = 1; c <= 4; c++)
-					printf "%-6s %-8s %-8s %s%s\n", K[k], I[i] / 1000 "ms", C[c],
+				for (c = 1; c <= nc; c++)
+					printf "%-6s %-8s %-9s %s%s\n", K[k], I[i] / 1000 "ms", C[c],
 					       cost("arm_cost", K[k], C[c], "oneshot", I[i]),
 					       cost("arm_cost", K[k], C[c], "tscdeadline", I[i])
 		print ""
-		print "3. System-wide cost: the same for a host hrtimer without KVM, timerfd_settime()"
-		print "   on CPU1 arming a 10 ms timer (bench/timerfd-loop.c), icount boot."
-		printf "%-6s %-8s %s\n", "kernel", "config", "timerfd_settime"
-		for (k = 1; k <= nk; k++)
-			for (c = 1; c <= 4; c++)
-				printf "%-6s %-8s %s\n", K[k], C[c], cost("host_arm_cost", K[k], C[c], "timerfd", 10000)
+		print "3. The call-site method against the upstream fix, from table 2: callsite"
+		print "   minus upstream, in ticks and as % of a stock arm; rearm minus upstream;"
+		print "   and the ratio of the two (the share of the re-arm'"'"'s extra cost left)."
+		printf "%-6s %-8s %-39s%s\n", "kernel", "interval", "oneshot", "tscdeadline"
+		printf "%-6s %-8s ", "", ""
+		for (m = 1; m <= 2; m++)
+			printf "%8s %8s %8s %8s    ", "callsite", "% stock", "rearm", "ratio"
 		print ""
-		print "4. Guest-visible latency at 10 ms, icount boot: programmed deadline to the"
+		for (k = 1; k <= nk; k++)
+			for (i = 1; i <= 3; i++)
+				printf "%-6s %-8s %s    %s\n", K[k], I[i] / 1000 "ms",
+				       versus(K[k], "oneshot", I[i]), versus(K[k], "tscdeadline", I[i])
+		print ""
+		print "4. System-wide cost: the same for a host hrtimer without KVM, timerfd_settime()"
+		print "   on CPU1 arming a 10 ms timer (bench/timerfd-loop.c), icount boot."
+		printf "%-6s %-9s %-19s %6s %6s\n", "kernel", "config", "timerfd_settime", "-stock", "-upstr"
+		for (k = 1; k <= nk; k++)
+			for (c = 1; c <= nc; c++)
+				printf "%-6s %-9s %s\n", K[k], C[c], cost("host_arm_cost", K[k], C[c], "timerfd", 10000)
+		print ""
+		print "5. Guest-visible latency at 10 ms, icount boot: programmed deadline to the"
 		print "   L2 timer handler, in us of virtual time (1 ns = 1 instruction executed by"
 		print "   any emulated CPU, an IPI costs only its instructions): median, p99, max,"
 		print "   and the median relative to stock'"'"'s. Absolute numbers are emulation'"'"'s;"
 		print "   compare configurations. Wall-clock latencies (table.csv, latency.png) are"
 		print "   host time of a TCG guest ~100x slower than hardware, and vary 2x from run"
 		print "   to run: they do not separate the configurations."
-		printf "%-16s%-30s%s\n", "", "oneshot", "tscdeadline"
-		printf "%-6s %-8s ", "kernel", "config"
+		printf "%-17s%-30s%s\n", "", "oneshot", "tscdeadline"
+		printf "%-6s %-9s ", "kernel", "config"
 		for (j = 0; j < 2; j++)
 			printf "%6s %6s %6s %8s ", "med", "p99", "max", "vs stock"
 		print ""
 		for (k = 1; k <= nk; k++)
-			for (c = 1; c <= 4; c++)
-				printf "%-6s %-8s %s%s\n", K[k], C[c], lat(K[k], C[c], "oneshot"),
+			for (c = 1; c <= nc; c++)
+				printf "%-6s %-9s %s%s\n", K[k], C[c], lat(K[k], C[c], "oneshot"),
 				       lat(K[k], C[c], "tscdeadline")
+		print ""
+		print "6. The module'"'"'s probes on kvm.ko, icount boot (debugfs kprobes/list right"
+		print "   after loading it): k = kprobe, r = kretprobe; OPTIMIZED = a jump instead"
+		print "   of int3."
+		printf "%-6s %-9s %-4s %-32s %s\n", "kernel", "method", "type", "probe", "flags"
+		FS = ","
+		while ((getline line <kprobes) > 0) {
+			split(line, f, ",")
+			if (f[2] != "icount")
+				continue
+			probes[f[1]] = probes[f[1]] sprintf("%-6s %-9s %-4s %-32s %s\n", f[1], f[3], f[4], f[5], f[6])
+		}
+		for (k = 1; k <= nk; k++)
+			printf "%s", K[k] in probes ? probes[K[k]] : sprintf("%-6s %s\n", K[k], "MISSING")
 	}' "$OUT/table.csv"
 }
 
 # $OUT/latency.png: distribution of the latency at 10 ms per configuration,
 # one panel per kernel (rows) and boot and mode (columns), as in table.txt.
-# Configurations that measure the same (stock and disabled, tm0 and
-# enabled, under icount) draw on top of each other: thick and thin lines.
+# Configurations that measure about the same (stock and disabled; tm0,
+# upstream and callsite, under icount) draw on top of each other: thick and
+# thin lines.
 plot() {
 	local k b m c i line panels=() sorted=$WORK/plot/samples-by-value.csv
 	local -a configs
 	read -ra configs <<<"$CONFIGS"
-	local styles=("lw 5" "lw 5" "lw 2 dt 2" "lw 2 dt 2")
+	local styles=("lw 6" "lw 6" "lw 4" "lw 2 dt 2" "lw 2" "lw 2 dt 2")
 	mkdir -p "$WORK/plot"
 	sort -t, -k7,7n "$OUT/samples.csv" >"$sorted"
 	for k; do
@@ -422,6 +487,7 @@ main() {
 	build_tools
 	: >"$OUT/samples.csv"
 	: >"$WORK/locality.csv"
+	: >"$WORK/kprobes.csv"
 	for k in "${kernels[@]}"; do
 		ko=$(build_module "$k")
 		payload=$WORK/payload/$k
@@ -430,6 +496,9 @@ main() {
 		cp "$BENCH_DIR/guest.sh" "$payload/run"
 		cp "$TESTS_DIR/e2e/lib.sh" "$payload/"
 		cp "$WORK/bin/lapic-timer" "$WORK/bin/timerfd-loop" "$payload/"
+		"$BENCH_DIR/upstream-kvm.sh" "$k" "$payload/kvm-upstream.ko" \
+			>"$OUT/logs/$k-upstream-kvm.log" 2>&1 ||
+			die "$k: no upstream-fix kvm.ko, see $OUT/logs/$k-upstream-kvm.log"
 		"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" "$ko" \
 			>"$OUT/logs/$k-initramfs.log" 2>&1 ||
 			die "$k: initramfs failed, see $OUT/logs/$k-initramfs.log"
