@@ -5,6 +5,7 @@
 #   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR, ENV
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
 #   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...` there
+#   tests/kernels.sh mirrors                   print the mirrors fetch uses
 #
 # The build environment is the host, or for kernels built with a compiler
 # other than the host's gcc-12 a chroot with that compiler, make and dkms, in
@@ -12,9 +13,23 @@
 #
 # NAME is one of: 5.10 6.1 6.1-rt 6.12 6.12-rt 7.x
 #
+# Mirror: the base URIs of the Debian archive and of its security archive
+# are those of the host's apt sources (Dir::Etc::sourcelist and the *.list
+# and *.sources files of Dir::Etc::sourceparts): the first deb entry with a
+# main component that is Debian's (by its Release file's Origin where the
+# host's apt lists have it, else by its suite: bookworm, trixie-backports,
+# sid, ...), and the first that is Debian's security archive (Label
+# Debian-Security, or a -security suite).  Without the latter, the security
+# base is the Debian base with its path component "debian" spelt
+# "debian-security".  The environment overrides them:
+#   KLP_DEBIAN_MIRROR=URI            Debian archive base (as in a sources entry)
+#   KLP_DEBIAN_SECURITY_MIRROR=URI   security archive base (default: derived
+#                                    from KLP_DEBIAN_MIRROR when that is set)
+# The mirror must serve every suite in SUITES; fetch prints what it uses.
+#
 # Everything lives under tests/.cache/: a private apt configuration (the
-# host's apt sources are never touched), one unpacked root per kernel, and
-# chroots for kernels whose compiler the host does not have.
+# host's apt sources are only read, never changed), one unpacked root per
+# kernel, and chroots for kernels whose compiler the host does not have.
 set -euo pipefail
 
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,8 +37,7 @@ REPO_ROOT=$(dirname "$TESTS_DIR")
 CACHE=$TESTS_DIR/.cache
 APT_DIR=$CACHE/apt
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-ARCHIVE=http://deb.debian.org/debian
-readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING ARCHIVE
+readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING
 
 # Meta-package that names the newest image of each kernel line ...
 declare -rA META=(
@@ -51,6 +65,12 @@ declare -rA CHROOT_SUITE=(
     [7.x]=sid
 )
 
+# Suite names of the Debian archive, and of its security archive, by which
+# the host's apt sources are recognised.
+DEBIAN_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable|experimental)(-updates|-backports|-backports-sloppy|-proposed-updates)?$'
+SECURITY_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|oldoldstable|oldstable|stable|testing)(-security|/updates)$'
+readonly DEBIAN_SUITE_RE SECURITY_SUITE_RE
+
 # Binary packages of the kernel itself, as opposed to host tools.
 KERNEL_PKG_RE='^linux-(headers|kbuild|binary|modules|base|image)-'
 readonly KERNEL_PKG_RE
@@ -74,7 +94,8 @@ APT_OPTS=(
 readonly APT_OPTS
 
 usage() {
-    sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' \
+        "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -95,20 +116,152 @@ chroot_dir() {
     echo "$CACHE/chroot/${CHROOT_SUITE[$1]}"
 }
 
+# --- mirror -------------------------------------------------------------------
+
+# The host's apt source files, in the order apt reads them.
+host_source_files() {
+    local SOURCELIST='' SOURCEPARTS=''
+    eval "$(apt-config shell SOURCELIST Dir::Etc::sourcelist/f \
+        SOURCEPARTS Dir::Etc::sourceparts/d)"
+    [[ ! -f $SOURCELIST ]] || echo "$SOURCELIST"
+    [[ ! -d $SOURCEPARTS ]] ||
+        LC_ALL=C find "$SOURCEPARTS" -maxdepth 1 -type f \
+            \( -name '*.list' -o -name '*.sources' \) | LC_ALL=C sort
+}
+
+# "KIND URI SUITE SOURCE" for the binary entries of the host's apt sources
+# with a main component, in the order apt reads them; KIND is debian,
+# security or other. First those whose Release file the host's apt has (the
+# kind from its Origin and Label), then every entry of the source files
+# (one-line .list and deb822 .sources), the kind from the suite's name.
+host_sources() {
+    # shellcheck disable=SC2016 # apt's format, not the shell's
+    apt-get indextargets --format \
+        '$(TARGET_OF)|$(IDENTIFIER)|$(COMPONENT)|$(REPO_URI)|$(RELEASE)|$(ORIGIN)|$(LABEL)|$(SOURCESENTRY)' \
+        2>/dev/null | awk -F'|' '
+        $1 == "deb" && $2 == "Packages" && $3 == "main" && !seen[$4 " " $5]++ {
+            kind = "other"
+            if ($7 == "Debian-Security") kind = "security"
+            else if ($6 == "Debian" || $6 == "Debian Backports") kind = "debian"
+            print kind, $4, $5, $8
+        }'
+    local -a files
+    mapfile -t files < <(host_source_files)
+    ((${#files[@]})) || return 0
+    awk -v debian="$DEBIAN_SUITE_RE" -v security="$SECURITY_SUITE_RE" '
+        function out(uri, suite, where) {
+            if (suite ~ security) print "security", uri, suite, where
+            else if (suite ~ debian) print "debian", uri, suite, where
+        }
+        function flush(   nu, ns, u, s, uri, suite) {
+            if (enabled != "no" && (" " types " ") ~ /[ \t]deb[ \t]/ &&
+                (" " comps " ") ~ /[ \t]main[ \t]/) {
+                nu = split(uris, uri, /[ \t]+/)
+                ns = split(suites, suite, /[ \t]+/)
+                for (u = 1; u <= nu; u++)
+                    for (s = 1; s <= ns; s++)
+                        if (uri[u] != "" && suite[s] != "")
+                            out(uri[u], suite[s], file ":" line)
+            }
+            types = uris = suites = comps = enabled = field = ""
+        }
+        FNR == 1 { flush(); deb822 = FILENAME ~ /\.sources$/ }
+        !deb822 {
+            sub(/#.*/, "")
+            gsub(/\[[^]]*\]/, " ")
+            $0 = $0
+            if ($1 == "deb" && (" " $0 " ") ~ /[ \t]main[ \t]/)
+                out($2, $3, FILENAME ":" FNR)
+            next
+        }
+        /^#/ { next }
+        /^[ \t]*$/ { flush(); next }
+        /^[ \t]/ {
+            if (field == "types") types = types " " $0
+            else if (field == "uris") uris = uris " " $0
+            else if (field == "suites") suites = suites " " $0
+            else if (field == "components") comps = comps " " $0
+            next
+        }
+        {
+            if (field == "") { file = FILENAME; line = FNR }
+            field = tolower(substr($0, 1, index($0, ":") - 1))
+            value = substr($0, index($0, ":") + 1)
+            if (field == "types") types = value
+            else if (field == "uris") uris = value
+            else if (field == "suites") suites = value
+            else if (field == "components") comps = value
+            else if (field == "enabled") enabled = tolower(value)
+            gsub(/[ \t]/, "", enabled)
+        }
+        END { flush() }
+    ' "${files[@]}"
+}
+
+# Set MIRROR and SECURITY_MIRROR (and where each came from) once.
+MIRROR='' SECURITY_MIRROR='' MIRROR_FROM='' SECURITY_MIRROR_FROM=''
+resolve_mirrors() {
+    [[ -z $MIRROR ]] || return 0
+    local kind uri suite from
+    local -A other=()
+    if [[ -n ${KLP_DEBIAN_MIRROR-} ]]; then
+        MIRROR=$KLP_DEBIAN_MIRROR MIRROR_FROM="from KLP_DEBIAN_MIRROR"
+    fi
+    if [[ -n ${KLP_DEBIAN_SECURITY_MIRROR-} ]]; then
+        SECURITY_MIRROR=$KLP_DEBIAN_SECURITY_MIRROR
+        SECURITY_MIRROR_FROM="from KLP_DEBIAN_SECURITY_MIRROR"
+    fi
+    while read -r kind uri suite from; do
+        uri=${uri%/}
+        # Not Debian's, by its Release file, whatever its suite is called.
+        [[ $kind == other ]] && other["$uri $suite"]=1
+        [[ $uri == cdrom:* || -n ${other["$uri $suite"]-} ]] && continue
+        if [[ -z $MIRROR && $kind == debian ]]; then
+            MIRROR=$uri MIRROR_FROM="from $from, $suite"
+        elif [[ -z $SECURITY_MIRROR && -z ${KLP_DEBIAN_MIRROR-} &&
+            $kind == security ]]; then
+            SECURITY_MIRROR=$uri SECURITY_MIRROR_FROM="from $from, $suite"
+        fi
+    done < <(host_sources)
+    [[ -n $MIRROR ]] || die "no Debian archive in the host's apt sources" \
+        "($(host_source_files | xargs): no entry for bookworm, trixie, sid, ...);" \
+        "set KLP_DEBIAN_MIRROR to the base URI of a Debian mirror, as in a" \
+        "sources.list entry"
+    MIRROR=${MIRROR%/}
+    if [[ -z $SECURITY_MIRROR ]]; then
+        [[ $MIRROR =~ ^(.*/)debian(/.*)?$ ]] ||
+            die "cannot derive the security archive from $MIRROR; set" \
+                "KLP_DEBIAN_SECURITY_MIRROR to its base URI"
+        SECURITY_MIRROR=${BASH_REMATCH[1]}debian-security${BASH_REMATCH[2]}
+        SECURITY_MIRROR_FROM="derived from $MIRROR"
+    fi
+    SECURITY_MIRROR=${SECURITY_MIRROR%/}
+}
+
 # --- private apt --------------------------------------------------------------
 
+cmd_mirrors() {
+    (($# == 0)) || usage
+    resolve_mirrors
+    echo "mirror: $MIRROR ($MIRROR_FROM)"
+    echo "security mirror: $SECURITY_MIRROR ($SECURITY_MIRROR_FROM)"
+}
+
 apt_update() {
+    cmd_mirrors
     mkdir -p "$APT_DIR/state/lists/partial" "$APT_DIR/cache/archives/partial"
     local suite
     {
         for suite in bullseye bookworm bookworm-backports sid; do
-            echo "deb [signed-by=$KEYRING] $ARCHIVE $suite main"
+            echo "deb [signed-by=$KEYRING] $MIRROR $suite main"
         done
         for suite in bullseye-security bookworm-security; do
-            echo "deb [signed-by=$KEYRING] $ARCHIVE-security $suite main"
+            echo "deb [signed-by=$KEYRING] $SECURITY_MIRROR $suite main"
         done
     } >"$APT_DIR/sources.list"
-    apt-get "${APT_OPTS[@]}" -qq update
+    apt-get "${APT_OPTS[@]}" -qq update ||
+        die "apt-get update failed: the mirrors above must serve" \
+            "$(sed 's/.* \([^ ]*\) main$/\1/' "$APT_DIR/sources.list" | xargs)"
 }
 
 # Newest version of package $1 in any of the suites $2 (space separated).
@@ -251,7 +404,8 @@ ensure_chroot() {
     dir=$(chroot_dir "$name")
     pkgs=$(stamp "$name" HOST_DEPS | tr ' ' '\n' | sort -u | tr '\n' ',')make,dkms
     [[ -f $dir/.pkgs && $(<"$dir/.pkgs") == "$pkgs" ]] && return
-    echo "$name: creating ${CHROOT_SUITE[$name]} chroot with $pkgs" >&2
+    resolve_mirrors
+    echo "$name: creating ${CHROOT_SUITE[$name]} chroot from $MIRROR with $pkgs" >&2
     rm -rf "$dir" "$dir.tmp"
     mkdir -p "$(dirname "$dir")"
     # mmdebstrap rather than debootstrap: it installs with apt in one go,
@@ -259,7 +413,7 @@ ensure_chroot() {
     # than minbase.
     mmdebstrap --variant=essential --include="$pkgs" --keyring="$KEYRING" \
         --aptopt='Acquire::Check-Valid-Until "false"' \
-        "${CHROOT_SUITE[$name]}" "$dir.tmp" "$ARCHIVE" >"$dir.log" 2>&1 ||
+        "${CHROOT_SUITE[$name]}" "$dir.tmp" "$MIRROR" >"$dir.log" 2>&1 ||
         die "mmdebstrap failed, see $dir.log"
     echo "$pkgs" >"$dir.tmp/.pkgs"
     mv "$dir.tmp" "$dir"
@@ -334,6 +488,7 @@ main() {
     info) cmd_info "$@" ;;
     run) cmd_run "$@" ;;
     kbuild) cmd_kbuild "$@" ;;
+    mirrors) cmd_mirrors "$@" ;;
     *) usage ;;
     esac
 }
