@@ -1,17 +1,25 @@
 #!/bin/bash
 # Fetch Debian kernels into a private cache and run kbuild against them.
 #
-#   tests/kernels.sh fetch NAME...             download and unpack kernels
-#   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR, ENV
+#   tests/kernels.sh fetch NAME...             download and unpack kernels and
+#                                              prepare their build environments
+#   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR,
+#                                              ENV, CC, SUITE
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
 #   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...` there
+#   tests/kernels.sh names NAME...             print each NAME's canonical name
 #   tests/kernels.sh mirrors                   print the mirrors fetch uses
 #
-# The build environment is the host, or for kernels built with a compiler
-# other than the host's gcc-12 a chroot with that compiler, make and dkms, in
-# which the repo and every absolute M= directory appear at their host paths.
+# NAME is one of: 5.10 6.1 6.1-rt 6.12-bookworm 6.12-bookworm-rt 6.12-trixie
+# 6.12-trixie-rt 7.3 7.3-rt 7.x-sid 7.x-sid-rt (6.12, 6.12-rt and 7.x are
+# older names of 6.12-bookworm, 6.12-bookworm-rt and 7.x-sid).  Each is the
+# newest build of that line in its suites (see SUITES below).
 #
-# NAME is one of: 5.10 6.1 6.1-rt 6.12 6.12-rt 7.x
+# The build environment is the host for a kernel built with the host's gcc
+# version (CONFIG_CC_VERSION_TEXT in the kernel's headers), and otherwise a
+# chroot of a Debian release that has that gcc (the kernel's own release if it
+# does), with make, dkms and the packages the headers and kbuild depend on.
+# In it, the repo and every absolute M= directory appear at their host paths.
 #
 # Mirror: the base URIs of the Debian archive and of its security archive
 # are those of the host's apt sources (Dir::Etc::sourcelist and the *.list
@@ -37,39 +45,55 @@ REPO_ROOT=$(dirname "$TESTS_DIR")
 CACHE=$TESTS_DIR/.cache
 APT_DIR=$CACHE/apt
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING
+# Format of the .fetched stamps; older stamps are fetched again.
+STAMP_FORMAT=2
+readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING STAMP_FORMAT
 
 # Meta-package that names the newest image of each kernel line ...
 declare -rA META=(
     [5.10]=linux-image-amd64
     [6.1]=linux-image-amd64
     [6.1-rt]=linux-image-rt-amd64
-    [6.12]=linux-image-6.12-amd64
-    [6.12-rt]=linux-image-6.12-rt-amd64
-    [7.x]=linux-image-amd64
+    [6.12-bookworm]=linux-image-6.12-amd64
+    [6.12-bookworm-rt]=linux-image-6.12-rt-amd64
+    [6.12-trixie]=linux-image-amd64
+    [6.12-trixie-rt]=linux-image-rt-amd64
+    [7.3]=linux-image-amd64
+    [7.3-rt]=linux-image-rt-amd64
+    [7.x-sid]=linux-image-amd64
+    [7.x-sid-rt]=linux-image-rt-amd64
 )
-# ... and the suites it may come from (bookworm-backports carries a 6.12
-# linux-image-amd64, so it is not a source for 6.1).
+# ... the suites it may come from; its version must also be of the line the
+# name starts with (6.12 for 6.12.*, 7.x for 7.*), so that a suite moving on
+# to another line is an error, not a silent change of what is tested ...
 declare -rA SUITES=(
     [5.10]="bullseye bullseye-security"
     [6.1]="bookworm bookworm-security"
     [6.1-rt]="bookworm bookworm-security"
-    [6.12]="bookworm bookworm-security bookworm-backports"
-    [6.12-rt]="bookworm bookworm-security bookworm-backports"
-    [7.x]="sid"
+    [6.12-bookworm]="bookworm bookworm-security bookworm-backports"
+    [6.12-bookworm-rt]="bookworm bookworm-security bookworm-backports"
+    [6.12-trixie]="trixie trixie-security"
+    [6.12-trixie-rt]="trixie trixie-security"
+    [7.3]="trixie-backports"
+    [7.3-rt]="trixie-backports"
+    [7.x-sid]="sid"
+    [7.x-sid-rt]="sid"
 )
-# Kernels built with a compiler other than the host's gcc-12 are built in a
-# chroot of this suite; the others are built on the host.
-declare -rA CHROOT_SUITE=(
-    [5.10]=bullseye
-    [7.x]=sid
+# ... and the older names that still work.
+declare -rA ALIAS=(
+    [6.12]=6.12-bookworm
+    [6.12-rt]=6.12-bookworm-rt
+    [7.x]=7.x-sid
 )
 
+# Debian releases, oldest first, searched for a kernel's compiler when its
+# own release does not have it.
+RELEASES=(bullseye bookworm trixie sid)
 # Suite names of the Debian archive, and of its security archive, by which
 # the host's apt sources are recognised.
 DEBIAN_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable|experimental)(-updates|-backports|-backports-sloppy|-proposed-updates)?$'
 SECURITY_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|oldoldstable|oldstable|stable|testing)(-security|/updates)$'
-readonly DEBIAN_SUITE_RE SECURITY_SUITE_RE
+readonly RELEASES DEBIAN_SUITE_RE SECURITY_SUITE_RE
 
 # Binary packages of the kernel itself, as opposed to host tools.
 KERNEL_PKG_RE='^linux-(headers|kbuild|binary|modules|base|image)-'
@@ -104,16 +128,19 @@ die() {
     exit 1
 }
 
-check_name() {
-    [[ -n ${META[$1]+set} ]] || die "unknown kernel '$1' (known: ${!META[*]})"
+# Canonical name of kernel $1, or die.
+canonical() {
+    if [[ -n ${META[$1]+set} ]]; then
+        echo "$1"
+    elif [[ -n ${ALIAS[$1]+set} ]]; then
+        echo "${ALIAS[$1]}"
+    else
+        die "unknown kernel '$1' (known: $(printf '%s\n' "${!META[@]}" | sort -V | xargs))"
+    fi
 }
 
 kernel_root() {
     echo "$CACHE/kernels/$1"
-}
-
-chroot_dir() {
-    echo "$CACHE/chroot/${CHROOT_SUITE[$1]}"
 }
 
 # --- mirror -------------------------------------------------------------------
@@ -250,27 +277,33 @@ cmd_mirrors() {
 apt_update() {
     cmd_mirrors
     mkdir -p "$APT_DIR/state/lists/partial" "$APT_DIR/cache/archives/partial"
-    local suite
-    {
-        for suite in bullseye bookworm bookworm-backports sid; do
-            echo "deb [signed-by=$KEYRING] $MIRROR $suite main"
-        done
-        for suite in bullseye-security bookworm-security; do
+    local suite sources
+    # shellcheck disable=SC2068 # the suites of each kernel, split
+    sources=$(for suite in "${RELEASES[@]}" ${SUITES[@]}; do
+        echo "$suite"
+    done | sort -u | while read -r suite; do
+        if [[ $suite == *-security ]]; then
             echo "deb [signed-by=$KEYRING] $SECURITY_MIRROR $suite main"
-        done
-    } >"$APT_DIR/sources.list"
+        else
+            echo "deb [signed-by=$KEYRING] $MIRROR $suite main"
+        fi
+    done)
+    echo "$sources" >"$APT_DIR/sources.list"
     apt-get "${APT_OPTS[@]}" -qq update ||
         die "apt-get update failed: the mirrors above must serve" \
             "$(sed 's/.* \([^ ]*\) main$/\1/' "$APT_DIR/sources.list" | xargs)"
 }
 
-# Newest version of package $1 in any of the suites $2 (space separated).
+# "VERSION SUITE" of the newest package $1 in any of the suites $2 (space
+# separated) whose version starts with $3.
 newest_version() {
     apt-cache "${APT_OPTS[@]}" madison "$1" |
-        awk -F' [|] ' -v suites=" $2 " '{
-            split($3, url, " "); split(url[2], dist, "/")
-            if (index(suites, " " dist[1] " ")) { print $2; exit }
-        }' | tr -d ' '
+        awk -F' [|] ' -v suites=" $2 " -v prefix="$3" '{
+            split($3, url, " "); split(url[2], dist, "/"); gsub(/ /, "", $2)
+            if (index(suites, " " dist[1] " ") && index($2, prefix) == 1) {
+                print $2, dist[1]; exit
+            }
+        }'
 }
 
 # Names in the Depends of package $1 at version $2, one per line, every
@@ -282,6 +315,13 @@ depends_of() {
 
 has_version() {
     apt-cache "${APT_OPTS[@]}" show "$1=$2" >/dev/null 2>&1
+}
+
+# Whether Debian release $2 has package $1.
+release_has() {
+    apt-cache "${APT_OPTS[@]}" madison "$1" 2>/dev/null |
+        awk -F' [|] ' -v rel="$2" '{ split($3, url, " "); split(url[2], dist, "/")
+            if (dist[1] == rel) found = 1 } END { exit !found }'
 }
 
 # --- fetch --------------------------------------------------------------------
@@ -299,20 +339,65 @@ relocate_tree() {
         "$root/usr/src/linux-headers-$kver/Makefile"
 }
 
+# The compiler that built the kernel whose headers are in $1, as the kernel
+# names it (CONFIG_CC_VERSION_TEXT).
+cc_text() {
+    local text
+    text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "$1/.config" 2>/dev/null)
+    [[ -n $text ]] || text=$(sed -n 's/^#define CONFIG_CC_VERSION_TEXT "\(.*\)"$/\1/p' \
+        "$1/include/generated/autoconf.h" 2>/dev/null)
+    echo "$text"
+}
+
+# Major version of the gcc named by CONFIG_CC_VERSION_TEXT $1
+# ("x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0", "gcc-10 (...) ...").
+gcc_major() {
+    if [[ $1 =~ ^[^\ ]*gcc-([0-9]+)\  ]]; then
+        echo "${BASH_REMATCH[1]}"
+    elif [[ $1 =~ ^[^\ ]*gcc\ \(.*\)\ ([0-9]+)\. ]]; then
+        echo "${BASH_REMATCH[1]}"
+    fi
+}
+
+# Where to build kernel $1 (from release $2) with gcc $3: nothing for the
+# host, else the Debian release for its chroot.
+build_suite() {
+    local name=$1 release=$2 major=$3 host rel
+    host=$(gcc -dumpversion 2>/dev/null || true)
+    [[ ${host%%.*} == "$major" ]] && return
+    for rel in "$release" "${RELEASES[@]}"; do
+        if release_has "gcc-$major" "$rel"; then
+            echo "$rel"
+            return
+        fi
+    done
+    die "$name: built with gcc-$major, which no release in ${RELEASES[*]} has"
+}
+
 fetch_kernel() {
-    local name=$1 root meta version kver image
+    local name=$1 root meta version suite kver image prefix
     root=$(kernel_root "$name")
     meta=${META[$name]}
-    version=$(newest_version "$meta" "${SUITES[$name]}")
-    [[ -n $version ]] || die "$name: no $meta in ${SUITES[$name]}"
+    # The line the name starts with: "6.12-trixie" is 6.12.*, "7.x-sid" 7.*.
+    prefix=${name%%-*}
+    prefix=${prefix%x}
+    [[ $prefix == *. ]] || prefix+=.
+    read -r version suite < <(newest_version "$meta" "${SUITES[$name]}" "$prefix") || true
+    if [[ -z ${version-} ]]; then
+        die "$name: no $meta $prefix* in ${SUITES[$name]}; the archive has:" \
+            "$(apt-cache "${APT_OPTS[@]}" madison "$meta" | awk -F' [|] ' '{
+                split($3, url, " "); split(url[2], dist, "/"); gsub(/ /, "", $2)
+                printf "%s (%s) ", $2, dist[1] }')"
+    fi
     kver=$(depends_of "$meta" "$version" | sed -n 's/^linux-image-//p' | head -n1)
     [[ -n $kver ]] || die "$name: $meta $version depends on no linux-image-*"
 
-    if [[ -f $root/.fetched ]] && grep -qxF "VERSION=$version" "$root/.fetched"; then
-        echo "$name: $kver ($version) already fetched"
+    if [[ -f $root/.fetched ]] && grep -qxF "VERSION=$version" "$root/.fetched" &&
+        grep -qxF "STAMP=$STAMP_FORMAT" "$root/.fetched"; then
+        echo "$name: $kver ($version, $suite) already fetched"
         return
     fi
-    echo "$name: fetching $kver ($version)"
+    echo "$name: fetching $kver ($version, $suite)"
 
     image=linux-image-$kver-unsigned
     has_version "$image" "$version" || image=linux-image-$kver
@@ -344,15 +429,25 @@ fetch_kernel() {
     done
     rm -rf "$debs"
     relocate_tree "$root" "$kver"
-    printf '%s\n' "VERSION=$version" "KVER=$kver" "HOST_DEPS=${host_deps[*]}" \
-        >"$root/.fetched"
+
+    local cc major release=${suite%%-*} chroot_suite
+    cc=$(cc_text "$root/usr/src/linux-headers-$kver")
+    major=$(gcc_major "$cc")
+    [[ -n $major ]] || die "$name: no gcc version in CONFIG_CC_VERSION_TEXT '$cc'"
+    chroot_suite=$(build_suite "$name" "$release" "$major")
+    echo "$name: built with $cc; built here in" \
+        "$([[ -n $chroot_suite ]] && echo "a $chroot_suite chroot" || echo "the host")"
+    printf '%s\n' "STAMP=$STAMP_FORMAT" "VERSION=$version" "SUITE=$suite" \
+        "KVER=$kver" "CC=$cc" "CHROOT_SUITE=$chroot_suite" \
+        "HOST_DEPS=${host_deps[*]}" >"$root/.fetched"
 }
 
 cmd_fetch() {
     (($#)) || usage
     local name
+    local -a names=()
     for name; do
-        check_name "$name"
+        names+=("$(canonical "$name")")
     done
     # One fetch at a time: they share the apt state and may share kernels.
     mkdir -p "$CACHE"
@@ -360,9 +455,23 @@ cmd_fetch() {
     exec {lock}>"$CACHE/fetch.lock"
     flock "$lock"
     apt_update
-    for name; do
+    for name in "${names[@]}"; do
         fetch_kernel "$name"
+        if [[ -n $(stamp "$name" CHROOT_SUITE) ]]; then
+            ensure_chroot "$name"
+        fi
+        check_compiler "$name"
     done
+}
+
+# Say which compiler kernel $1's build environment has for it, or die.
+check_compiler() {
+    local cc have
+    cc=$(stamp "$1" CC)
+    cc=${cc%% *}
+    have=$(cmd_run "$1" -- "$cc" --version 2>/dev/null | head -n1) ||
+        die "$1: its compiler $cc is not in its build environment"
+    echo "$1: compiler here: $have"
 }
 
 # --- info ---------------------------------------------------------------------
@@ -372,13 +481,19 @@ stamp() {
     local file
     file=$(kernel_root "$1")/.fetched
     [[ -f $file ]] || die "$1: not fetched; run: tests/kernels.sh fetch $1"
+    grep -qxF "STAMP=$STAMP_FORMAT" "$file" ||
+        die "$1: fetched by an older kernels.sh; run: tests/kernels.sh fetch $1"
     sed -n "s/^$2=//p" "$file"
+}
+
+chroot_dir() {
+    echo "$CACHE/chroot/$(stamp "$1" CHROOT_SUITE)"
 }
 
 cmd_info() {
     (($# == 1)) || usage
-    local name=$1 root kver moddir vmlinuz env=host
-    check_name "$name"
+    local name root kver moddir vmlinuz env=host
+    name=$(canonical "$1")
     root=$(kernel_root "$name")
     kver=$(stamp "$name" KVER)
     # Newer kernels are usr-merged and keep vmlinuz beside the modules.
@@ -386,37 +501,67 @@ cmd_info() {
     [[ -d $moddir ]] || moddir=$root/usr/lib/modules/$kver
     vmlinuz=$root/boot/vmlinuz-$kver
     [[ -f $vmlinuz ]] || vmlinuz=$moddir/vmlinuz
-    [[ -n ${CHROOT_SUITE[$name]+set} ]] && env=chroot:$(chroot_dir "$name")
+    [[ -z $(stamp "$name" CHROOT_SUITE) ]] || env=chroot:$(chroot_dir "$name")
     printf '%s=%q\n' \
         KVER "$kver" \
         KDIR "$root/usr/src/linux-headers-$kver" \
         VMLINUZ "$vmlinuz" \
         MODDIR "$moddir" \
-        ENV "$env"
+        ENV "$env" \
+        CC "$(stamp "$name" CC)" \
+        SUITE "$(stamp "$name" SUITE)"
+}
+
+cmd_names() {
+    (($#)) || usage
+    local name
+    for name; do
+        canonical "$name"
+    done
 }
 
 # --- run, kbuild --------------------------------------------------------------
 
 # Create (once) the chroot for kernel $1 with make, dkms and the host packages
-# its headers and kbuild depend on; recreate it when that list changes.
+# its headers and kbuild depend on. Kernels share the chroot of a release:
+# when one needs packages it lacks, it is made again with what every fetched
+# kernel of that release needs, so that it does not change back and forth.
 ensure_chroot() {
-    local name=$1 dir pkgs
-    dir=$(chroot_dir "$name")
-    pkgs=$(stamp "$name" HOST_DEPS | tr ' ' '\n' | sort -u | tr '\n' ',')make,dkms
-    [[ -f $dir/.pkgs && $(<"$dir/.pkgs") == "$pkgs" ]] && return
+    local name=$1 suite dir need have lock k
+    suite=$(stamp "$name" CHROOT_SUITE)
+    dir=$CACHE/chroot/$suite
+    mkdir -p "$CACHE/chroot"
+    exec {lock}>"$dir.lock"
+    flock "$lock"
+    need=$(stamp "$name" HOST_DEPS)
+    have=$(cat "$dir/.pkgs" 2>/dev/null || true)
+    if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$need make dkms" | sort -u) \
+        <(tr ',' '\n' <<<"$have" | sort -u)) ]]; then
+        exec {lock}>&-
+        return
+    fi
+    for k in "${!META[@]}"; do
+        [[ -f $(kernel_root "$k")/.fetched ]] || continue
+        grep -qxF "STAMP=$STAMP_FORMAT" "$(kernel_root "$k")/.fetched" || continue
+        [[ $(stamp "$k" CHROOT_SUITE) == "$suite" ]] || continue
+        need+=" $(stamp "$k" HOST_DEPS)"
+    done
+    local pkgs
+    pkgs=$(tr -s ' ,' '\n' <<<"$need $have make dkms" | sed '/^$/d' | sort -u |
+        paste -sd,)
     resolve_mirrors
-    echo "$name: creating ${CHROOT_SUITE[$name]} chroot from $MIRROR with $pkgs" >&2
+    echo "$name: creating $suite chroot from $MIRROR with $pkgs" >&2
     rm -rf "$dir" "$dir.tmp"
-    mkdir -p "$(dirname "$dir")"
     # mmdebstrap rather than debootstrap: it installs with apt in one go,
     # which takes a third of the time, and its "essential" variant is leaner
     # than minbase.
     mmdebstrap --variant=essential --include="$pkgs" --keyring="$KEYRING" \
         --aptopt='Acquire::Check-Valid-Until "false"' \
-        "${CHROOT_SUITE[$name]}" "$dir.tmp" "$MIRROR" >"$dir.log" 2>&1 ||
+        "$suite" "$dir.tmp" "$MIRROR" >"$dir.log" 2>&1 ||
         die "mmdebstrap failed, see $dir.log"
     echo "$pkgs" >"$dir.tmp/.pkgs"
     mv "$dir.tmp" "$dir"
+    exec {lock}>&-
 }
 
 # Run "$@" chrooted into $1 in a private mount namespace in which the repo and
@@ -456,11 +601,11 @@ cmd_run() {
     if (($# < 3)) || [[ $2 != -- ]]; then
         usage
     fi
-    local name=$1
-    check_name "$name"
+    local name
+    name=$(canonical "$1")
     stamp "$name" KVER >/dev/null
     shift 2
-    if [[ -n ${CHROOT_SUITE[$name]+set} ]]; then
+    if [[ -n $(stamp "$name" CHROOT_SUITE) ]]; then
         ensure_chroot "$name"
         run_in_chroot "$(chroot_dir "$name")" "$@"
     else
@@ -472,8 +617,8 @@ cmd_kbuild() {
     if (($# < 2)) || [[ $2 != -- ]]; then
         usage
     fi
-    local name=$1 kdir
-    check_name "$name"
+    local name kdir
+    name=$(canonical "$1")
     shift 2
     kdir=$(kernel_root "$name")/usr/src/linux-headers-$(stamp "$name" KVER)
     cmd_run "$name" -- make -C "$kdir" "$@"
@@ -488,6 +633,7 @@ main() {
     info) cmd_info "$@" ;;
     run) cmd_run "$@" ;;
     kbuild) cmd_kbuild "$@" ;;
+    names) cmd_names "$@" ;;
     mirrors) cmd_mirrors "$@" ;;
     *) usage ;;
     esac

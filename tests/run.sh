@@ -3,14 +3,20 @@
 # build, the DKMS cycle and the end-to-end scenarios in a QEMU VM booted from
 # that Debian kernel with nested KVM.  Closes with "N passed, N failed".
 #
-#   tests/run.sh [KERNEL...]      default: every kernel of the matrix
+#   tests/run.sh [KERNEL...]      default (or "all"): every kernel of the matrix;
+#                                 "quick": a representative few
 set -uo pipefail
 
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$TESTS_DIR")
 CACHE=$TESTS_DIR/.cache
-MATRIX=(6.1 6.1-rt 6.12 6.12-rt 7.x 5.10)
-readonly TESTS_DIR REPO_ROOT CACHE MATRIX
+# Names as tests/kernels.sh knows them (its header says what each is).
+MATRIX=(6.1 6.1-rt 6.12-bookworm 6.12-bookworm-rt 6.12-trixie 6.12-trixie-rt
+	7.3 7.3-rt 7.x-sid 7.x-sid-rt 5.10)
+# Day to day: the oldest line built on the host, the stable release's RT
+# flavour built with its gcc-14 in a chroot, and the newest line.
+QUICK=(6.1 6.12-trixie-rt 7.3)
+readonly TESTS_DIR REPO_ROOT CACHE MATRIX QUICK
 # shellcheck source=tests/lib.sh
 . "$TESTS_DIR/lib.sh"
 
@@ -80,9 +86,27 @@ test_kernel() { # kernel
 	done < <(tr -d '\r' <"$logs/console.log" | grep -oE '(PASS|FAIL|SKIP) .*')
 }
 
+# The kernels named by $@ ("quick", "all" or kernels.sh's names; none: all),
+# each once, by its canonical name; exits if one is unknown.
+kernel_list() {
+	local arg
+	local -a names=()
+	(($#)) || set -- all
+	for arg; do
+		case $arg in
+		all) names+=("${MATRIX[@]}") ;;
+		quick) names+=("${QUICK[@]}") ;;
+		*) names+=("$arg") ;;
+		esac
+	done
+	"$TESTS_DIR/kernels.sh" names "${names[@]}" | awk '!seen[$0]++'
+}
+
 main() {
-	local kernels=("$@") k
-	[[ ${#kernels[@]} -eq 0 ]] && kernels=("${MATRIX[@]}")
+	local k list
+	local -a kernels
+	list=$(kernel_list "$@") || exit 2
+	mapfile -t kernels <<<"$list"
 	install_missing "${TEST_PACKAGES[@]}" || exit 2
 	mkdir -p "$CACHE/logs"
 	run_step "checkpatch --strict" "$CACHE/logs/checkpatch.log" \
