@@ -288,10 +288,21 @@ apt_update() {
             echo "deb [signed-by=$KEYRING] $MIRROR $suite main"
         fi
     done)
+    # Lists updated from the same sources in the last 10 minutes will do: a
+    # test run fetches its kernels one by one.
+    if [[ -f $APT_DIR/updated && $(<"$APT_DIR/sources.list") == "$sources" &&
+        -n $(find "$APT_DIR/updated" -mmin -10) ]]; then
+        echo "apt lists: updated less than 10 minutes ago"
+        return
+    fi
+    local start=$SECONDS
+    rm -f "$APT_DIR/updated"
     echo "$sources" >"$APT_DIR/sources.list"
     apt-get "${APT_OPTS[@]}" -qq update ||
         die "apt-get update failed: the mirrors above must serve" \
             "$(sed 's/.* \([^ ]*\) main$/\1/' "$APT_DIR/sources.list" | xargs)"
+    touch "$APT_DIR/updated"
+    echo "apt lists: updated in $((SECONDS - start)) s"
 }
 
 # "VERSION SUITE" of the newest package $1 in any of the suites $2 (space
@@ -451,14 +462,18 @@ cmd_fetch() {
     done
     # One fetch at a time: they share the apt state and may share kernels.
     mkdir -p "$CACHE"
-    local lock
+    local lock start
     exec {lock}>"$CACHE/fetch.lock"
     flock "$lock"
     apt_update
     for name in "${names[@]}"; do
+        start=$SECONDS
         fetch_kernel "$name"
+        echo "$name: fetched in $((SECONDS - start)) s"
         if [[ -n $(stamp "$name" CHROOT_SUITE) ]]; then
+            start=$SECONDS
             ensure_chroot "$name"
+            echo "$name: $(stamp "$name" CHROOT_SUITE) chroot ready in $((SECONDS - start)) s"
         fi
         check_compiler "$name"
     done

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The whole test suite: checkpatch, then for each kernel the W=1 -Werror
 # build, the DKMS cycle and the end-to-end scenarios in a QEMU VM booted from
-# that Debian kernel with nested KVM.  Closes with "N passed, N failed".
+# that Debian kernel with nested KVM.  Closes with the time each kernel took
+# and "N passed, N failed, N skipped" as the last line.
 #
 #   tests/run.sh [KERNEL...]      default (or "all"): every kernel of the matrix;
 #                                 "quick": a representative few
@@ -21,6 +22,7 @@ readonly TESTS_DIR REPO_ROOT CACHE MATRIX QUICK
 . "$TESTS_DIR/lib.sh"
 
 PASSED=0 FAILED=0 SKIPPED=0
+TIMES=() STEP_TIMES=()
 
 record() { # verdict text
 	echo "$1 $2"
@@ -32,16 +34,25 @@ record() { # verdict text
 }
 
 # run_step NAME LOG COMMAND...: one test whose verdict is COMMAND's status.
+# Its duration goes to STEP_TIMES as "WORD N", WORD the first word of NAME
+# after "KERNEL: ".
 run_step() {
-	local name=$1 log=$2
+	local name=$1 log=$2 start=$SECONDS rc=0
 	shift 2
-	if "$@" >"$log" 2>&1; then
+	"$@" >"$log" 2>&1 || rc=$?
+	step_time "$name" "$start"
+	if ((rc == 0)); then
 		record PASS "$name"
 	else
 		record FAIL "$name: see $log"
 		tail -n 20 "$log" | sed 's/^/    /'
 		return 1
 	fi
+}
+
+step_time() { # name start
+	local word=${1#*: }
+	STEP_TIMES+=("${word%% *} $((SECONDS - $2))")
 }
 
 test_kernel() { # kernel
@@ -65,6 +76,7 @@ test_kernel() { # kernel
 	mv "$payload/guest.sh" "$payload/run"
 	cp "$TESTS_DIR/guest/lapic-timer" "$payload/"
 	cp -a "$CACHE/udev-root" "$payload/"
+	local start=$SECONDS rc=0
 	"$TESTS_DIR/vm/mkinitramfs.sh" "$k" "$initrd" "$payload" \
 		"$dir/kvm_lapic_pin.ko" >"$logs/initramfs.log" 2>&1 || {
 		record FAIL "$k: initramfs: see $logs/initramfs.log"
@@ -74,8 +86,10 @@ test_kernel() { # kernel
 	# patching (static keys, kprobes, ftrace) now and then leaves a vCPU on
 	# a stale int3.
 	"$TESTS_DIR/vm/boot.sh" --kernel "$k" --initrd "$initrd" --tcg single \
-		--log "$logs/console.log" --timeout 600 >"$logs/boot.log" 2>&1
-	case $? in
+		--log "$logs/console.log" --timeout 600 >"$logs/boot.log" 2>&1 ||
+		rc=$?
+	step_time "$k: vm" "$start"
+	case $rc in
 	0) record PASS "$k: VM ran every scenario" ;;
 	*) record FAIL "$k: VM ran every scenario: console $logs/console.log"
 	   tail -n 3 "$logs/boot.log" | sed 's/^/    /' ;;
@@ -103,7 +117,7 @@ kernel_list() {
 }
 
 main() {
-	local k list
+	local k start steps list
 	local -a kernels
 	list=$(kernel_list "$@") || exit 2
 	mapfile -t kernels <<<"$list"
@@ -116,8 +130,13 @@ main() {
 	run_step "udev for the VM" "$CACHE/logs/udev-root.log" \
 		"$TESTS_DIR/e2e/udev-root.sh" "$CACHE/udev-root"
 	for k in "${kernels[@]}"; do
+		start=$SECONDS STEP_TIMES=()
 		test_kernel "$k"
+		printf -v steps '%s, ' "${STEP_TIMES[@]}"
+		TIMES+=("time $k: $((SECONDS - start)) s (${steps%, })")
 	done
+	printf '%s\n' "${TIMES[@]}"
+	echo "time total: $SECONDS s"
 	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
 	[[ $FAILED -eq 0 ]]
 }
