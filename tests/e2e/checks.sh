@@ -77,8 +77,9 @@ events_setup() {
 # A traced workload run: trace_start, the run, trace_parse.  trace_parse
 # sets, from the trace of apic_timer_fn: N0 N1 N2 (expiries per CPU),
 # TOTAL, SEQ (the CPU of each expiry, in order), STARTS and PINNED_STARTS
-# (its hrtimer_start events, and those in a PINNED mode) and ELSEWHERE
-# (expiries on another CPU than the one that last started that timer).
+# (its hrtimer_start events, and those in a PINNED mode), AWAY (expiries
+# on another CPU than the one that last started that timer) and
+# AWAY_PINNED (those of them whose last start was pinned).
 trace_start() {
 	echo >$T/trace
 	echo 1 >$T/tracing_on
@@ -96,20 +97,23 @@ trace_parse() {
 		}
 		/ hrtimer_start:/ {
 			starts++
-			if ($0 ~ /mode=[A-Z|]*PINNED/)
-				pinned++
+			pin[t] = $0 ~ /mode=[A-Z|]*PINNED/
+			pinned += pin[t]
 			last[t] = cpu
 		}
 		/ hrtimer_expire_entry:/ {
 			n[cpu]++
 			total++
 			seq = seq cpu " "
-			if (!(t in last) || last[t] != cpu)
-				elsewhere++
+			if (!(t in last) || last[t] != cpu) {
+				away++
+				away_pinned += pin[t]
+			}
 		}
 		END {
 			printf "N0=%d N1=%d N2=%d TOTAL=%d SEQ=\"%s\" ", n[0], n[1], n[2], total, seq
-			printf "STARTS=%d PINNED_STARTS=%d ELSEWHERE=%d\n", starts, pinned, elsewhere
+			printf "STARTS=%d PINNED_STARTS=%d ", starts, pinned
+			printf "AWAY=%d AWAY_PINNED=%d\n", away, away_pinned
 		}' $T/trace)"
 }
 

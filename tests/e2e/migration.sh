@@ -5,7 +5,10 @@
 # - floating: the vCPU thread moved between CPUs 1 and 2 from outside
 #   while it arms 1 ms and 10 ms one-shot and TSC-deadline timers: every
 #   expiry on the CPU that last started that timer, every interrupt
-#   delivered; switched off, the expiries are elsewhere.
+#   delivered; switched off, the expiries are elsewhere.  The re-arm has a
+#   window the call-site method has not: a 1 ms timer may fire on the
+#   housekeeping CPU before the module moves it; there, every timer the
+#   module pinned expires where it was started, and the others are shown.
 group_migration() {
 	run_timer --mode periodic --interval-us 10000 --count 40 --cpu $VCPU \
 		--migrate-to 2 --migrate-after 20
@@ -27,8 +30,8 @@ group_migration() {
 	no_loss "control migration periodic"
 	float_run oneshot 10000 100
 	check_nohz "control floating oneshot 10ms: expiries elsewhere" \
-		"elsewhere=$ELSEWHERE of $TOTAL" \
-		'[ $((ELSEWHERE * 2)) -ge "$TOTAL" ] && [ "$TOTAL" -ge 50 ]'
+		"away=$AWAY of $TOTAL" \
+		'[ $((AWAY * 2)) -ge "$TOTAL" ] && [ "$TOTAL" -ge 50 ]'
 	knob 1
 }
 
@@ -53,9 +56,11 @@ float() { # mode interval_us count
 	name="floating $1 $(($2 / 1000))ms"
 	count=$3
 	float_run "$@"
+	away=$AWAY
+	[ "$METHOD $2" = "rearm 1000" ] && away=$AWAY_PINNED
 	check "$name: on the CPU that started it" \
-		"$(hist) elsewhere=$ELSEWHERE starts=$STARTS" \
-		'[ "$ELSEWHERE" = 0 ] && [ "$N1" -gt 0 ] && [ "$N2" -gt 0 ] &&
+		"$(hist) away=$AWAY away_pinned=$AWAY_PINNED starts=$STARTS" \
+		'[ "$away" = 0 ] && [ "$N1" -gt 0 ] && [ "$N2" -gt 0 ] &&
 		 [ "$TOTAL" -ge $((count / 2)) ]'
 	no_loss "$name"
 }
