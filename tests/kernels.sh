@@ -4,7 +4,7 @@
 #   tests/kernels.sh fetch NAME...             download and unpack kernels and
 #                                              prepare their build environments
 #   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR,
-#                                              ENV, CC, SUITE
+#                                              ENV, COMPILER, SUITE
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
 #   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...` there
 #   tests/kernels.sh names NAME...             print each NAME's canonical name
@@ -523,7 +523,7 @@ cmd_info() {
         VMLINUZ "$vmlinuz" \
         MODDIR "$moddir" \
         ENV "$env" \
-        CC "$(stamp "$name" CC)" \
+        COMPILER "$(stamp "$name" CC)" \
         SUITE "$(stamp "$name" SUITE)"
 }
 
