@@ -3,7 +3,7 @@
 # kernels booted with nohz_full in QEMU (TCG, emulated SVM, nested KVM), with
 # the end-to-end tests' VM machinery and KVM workload.
 #
-#   bench/run.sh [--quick] [KERNEL...]      default kernels: 6.1 6.12 7.x
+#   bench/run.sh [--quick] [KERNEL...]  default: 6.1 6.12-trixie 7.x-sid
 #
 # Each kernel boots twice with the same payload (bench/guest.sh):
 #   wallclock  TCG as in the tests: the guest's clock is the host's.
@@ -25,7 +25,7 @@ REPO_ROOT=$(dirname "$BENCH_DIR")
 TESTS_DIR=$REPO_ROOT/tests
 OUT=$BENCH_DIR/out
 WORK=$OUT/work
-DEFAULT_KERNELS=(6.1 6.12 7.x)
+DEFAULT_KERNELS=(6.1 6.12-trixie 7.x-sid)
 CONFIGS="stock tm0 upstream callsite rearm disabled"	# as bench/guest.sh runs them
 readonly BENCH_DIR REPO_ROOT TESTS_DIR OUT WORK DEFAULT_KERNELS CONFIGS
 # shellcheck source=tests/lib.sh
@@ -294,6 +294,7 @@ table_txt() {
 	END {
 		nk = split(kernels, K, " ")
 		nc = split(configs, C, " ")
+		kw = 6	# width of the kernel column
 		split("oneshot tscdeadline periodic", M, " ")
 		split("1000 10000 50000", I, " ")
 		split("wallclock icount", B, " ")
@@ -302,7 +303,10 @@ table_txt() {
 			split(K[k], kv, "=")
 			K[k] = kv[1]
 			printf " %s (%s)", kv[1], kv[2]
+			if (length(kv[1]) > kw)
+				kw = length(kv[1])
 		}
+		KF = "%-" kw "s"
 		print ""
 		print qemu
 		print "TCG, emulated SVM, nested KVM; 3 CPUs, nohz_full=1-2; the vCPU runs on CPU1."
@@ -323,17 +327,17 @@ table_txt() {
 		print "   core keeps a timer on the arming CPU when it expires before the"
 		print "   housekeeping CPU'"'"'s next event (its tick: HZ=250), as 1 ms timers often"
 		print "   do; a periodic timer stays where its first expiry was queued."
-		printf "%-26s", ""
+		printf "%-" (kw + 20) "s", ""
 		for (m = 1; m <= 3; m++)
 			printf "%-21s", M[m]
-		printf "\n%-6s %-9s %-9s", "kernel", "boot", "config"
+		printf "\n" KF " %-9s %-9s", "kernel", "boot", "config"
 		for (m = 1; m <= 3; m++)
 			printf "%6s %6s %6s  ", "1ms", "10ms", "50ms"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (b = 1; b <= 2; b++)
 				for (c = 1; c <= nc; c++) {
-					printf "%-6s %-9s %-9s", K[k], B[b], C[c]
+					printf KF " %-9s %-9s", K[k], B[b], C[c]
 					for (m = 1; m <= 3; m++)
 						for (i = 1; i <= 3; i++)
 							printf "%6s%s", cell("locality", K[k], B[b], C[c], M[m], I[i]), i == 3 ? "  " : " "
@@ -345,37 +349,37 @@ table_txt() {
 		print "   VM exit handled by KVM in L1, start_sw_timer and the module'"'"'s probes"
 		print "   included. median [p10-p90] over all arms of all runs, then the median"
 		print "   minus stock'"'"'s and minus upstream'"'"'s."
-		printf "%-6s %-8s %-9s %-35s%s\n", "kernel", "interval", "config", "oneshot", "tscdeadline"
-		printf "%-26s", ""
+		printf KF " %-8s %-9s %-35s%s\n", "kernel", "interval", "config", "oneshot", "tscdeadline"
+		printf "%-" (kw + 20) "s", ""
 		for (m = 1; m <= 2; m++)
 			printf "%-19s %6s %6s  ", "median [p10-p90]", "-stock", "-upstr"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (i = 1; i <= 3; i++)
 				for (c = 1; c <= nc; c++)
-					printf "%-6s %-8s %-9s %s%s\n", K[k], I[i] / 1000 "ms", C[c],
+					printf KF " %-8s %-9s %s%s\n", K[k], I[i] / 1000 "ms", C[c],
 					       cost("arm_cost", K[k], C[c], "oneshot", I[i]),
 					       cost("arm_cost", K[k], C[c], "tscdeadline", I[i])
 		print ""
 		print "3. The call-site method against the upstream fix, from table 2: callsite"
 		print "   minus upstream, in ticks and as % of a stock arm; rearm minus upstream;"
 		print "   and the ratio of the two (the share of the re-arm'"'"'s extra cost left)."
-		printf "%-6s %-8s %-39s%s\n", "kernel", "interval", "oneshot", "tscdeadline"
-		printf "%-6s %-8s ", "", ""
+		printf KF " %-8s %-39s%s\n", "kernel", "interval", "oneshot", "tscdeadline"
+		printf KF " %-8s ", "", ""
 		for (m = 1; m <= 2; m++)
 			printf "%8s %8s %8s %8s    ", "callsite", "% stock", "rearm", "ratio"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (i = 1; i <= 3; i++)
-				printf "%-6s %-8s %s    %s\n", K[k], I[i] / 1000 "ms",
+				printf KF " %-8s %s    %s\n", K[k], I[i] / 1000 "ms",
 				       versus(K[k], "oneshot", I[i]), versus(K[k], "tscdeadline", I[i])
 		print ""
 		print "4. System-wide cost: the same for a host hrtimer without KVM, timerfd_settime()"
 		print "   on CPU1 arming a 10 ms timer (bench/timerfd-loop.c), icount boot."
-		printf "%-6s %-9s %-19s %6s %6s\n", "kernel", "config", "timerfd_settime", "-stock", "-upstr"
+		printf KF " %-9s %-19s %6s %6s\n", "kernel", "config", "timerfd_settime", "-stock", "-upstr"
 		for (k = 1; k <= nk; k++)
 			for (c = 1; c <= nc; c++)
-				printf "%-6s %-9s %s\n", K[k], C[c], cost("host_arm_cost", K[k], C[c], "timerfd", 10000)
+				printf KF " %-9s %s\n", K[k], C[c], cost("host_arm_cost", K[k], C[c], "timerfd", 10000)
 		print ""
 		print "5. Guest-visible latency at 10 ms, icount boot: programmed deadline to the"
 		print "   L2 timer handler, in us of virtual time (1 ns = 1 instruction executed by"
@@ -384,29 +388,29 @@ table_txt() {
 		print "   compare configurations. Wall-clock latencies (table.csv, latency.png) are"
 		print "   host time of a TCG guest ~100x slower than hardware, and vary 2x from run"
 		print "   to run: they do not separate the configurations."
-		printf "%-17s%-30s%s\n", "", "oneshot", "tscdeadline"
-		printf "%-6s %-9s ", "kernel", "config"
+		printf "%-" (kw + 11) "s%-30s%s\n", "", "oneshot", "tscdeadline"
+		printf KF " %-9s ", "kernel", "config"
 		for (j = 0; j < 2; j++)
 			printf "%6s %6s %6s %8s ", "med", "p99", "max", "vs stock"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (c = 1; c <= nc; c++)
-				printf "%-6s %-9s %s%s\n", K[k], C[c], lat(K[k], C[c], "oneshot"),
+				printf KF " %-9s %s%s\n", K[k], C[c], lat(K[k], C[c], "oneshot"),
 				       lat(K[k], C[c], "tscdeadline")
 		print ""
 		print "6. The module'"'"'s probes on kvm.ko, icount boot (debugfs kprobes/list right"
 		print "   after loading it): k = kprobe, r = kretprobe; OPTIMIZED = a jump instead"
 		print "   of int3."
-		printf "%-6s %-9s %-4s %-32s %s\n", "kernel", "method", "type", "probe", "flags"
+		printf KF " %-9s %-4s %-32s %s\n", "kernel", "method", "type", "probe", "flags"
 		FS = ","
 		while ((getline line <kprobes) > 0) {
 			split(line, f, ",")
 			if (f[2] != "icount")
 				continue
-			probes[f[1]] = probes[f[1]] sprintf("%-6s %-9s %-4s %-32s %s\n", f[1], f[3], f[4], f[5], f[6])
+			probes[f[1]] = probes[f[1]] sprintf(KF " %-9s %-4s %-32s %s\n", f[1], f[3], f[4], f[5], f[6])
 		}
 		for (k = 1; k <= nk; k++)
-			printf "%s", K[k] in probes ? probes[K[k]] : sprintf("%-6s %s\n", K[k], "MISSING")
+			printf "%s", K[k] in probes ? probes[K[k]] : sprintf(KF " %s\n", K[k], "MISSING")
 	}' "$OUT/table.csv"
 }
 
@@ -477,6 +481,10 @@ main() {
 	[[ ${1-} != -* ]] || usage
 	local kernels=("$@") k ko payload initrd setting failed=0
 	[[ ${#kernels[@]} -gt 0 ]] || kernels=("${DEFAULT_KERNELS[@]}")
+	# tests/kernels.sh's names for them (it also takes older ones)
+	local canonical
+	canonical=$("$TESTS_DIR/kernels.sh" names "${kernels[@]}") || exit 2
+	mapfile -t kernels <<<"$canonical"
 
 	install_missing "${TEST_PACKAGES[@]}" gnuplot-nox || exit 2
 	rm -rf "$OUT"
