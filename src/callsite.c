@@ -29,6 +29,7 @@
 #include <linux/sysfs.h>
 
 #include "klp.h"
+#include "owner.h"
 
 #define KLP_NR_CALLSITES 3
 #define KLP_MOV_WINDOW 32	/* bytes before a branch searched for the mov */

@@ -3,8 +3,10 @@
  * kvm_lapic_pin: what the module's files share.
  *
  * main.c      lifecycle: following kvm, choosing a method, the switch
- * kvm.c       what the module knows of kvm: its symbols, the LAPIC timer,
- *             the vCPU that owns it, whether KVM posts its interrupt
+ * kvm.c       what the module finds in kvm: its symbols, the LAPIC timer's
+ *             callback, the vCPU's notifier, kvm.pi_inject_timer
+ * owner.h     whether a timer being armed is the LAPIC timer of a vCPU
+ *             loaded here whose interrupt KVM does not post (inline)
  * callsite.c  the call-site method: KVM's own hrtimer_start_range_ns()
  *             calls made pinned
  * rearm.c     the re-arm method: the timer moved after KVM queued it
@@ -95,8 +97,6 @@ extern unsigned long klp_missed;	/* misses of probes already detached */
 int klp_kvm_attach(const struct module *kvm);
 void klp_kvm_detach(void);
 int klp_resolve(const char *sym, unsigned long *addr, unsigned long *size);
-bool klp_is_lapic_timer(const struct hrtimer *timer);
-bool klp_owner_wants_pin(const struct hrtimer *timer, struct kvm_vcpu *vcpu);
 
 /* main.c */
 void klp_refuse(void);

@@ -16,6 +16,7 @@
 #endif
 
 #include "klp.h"
+#include "owner.h"
 
 /* What an entry handler hands to the return handler. */
 struct klp_arm {
