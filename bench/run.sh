@@ -79,7 +79,7 @@ guest_params() {
 	local runs=$((QUICK ? 1 : 5)) host_count=$((QUICK ? 100 : 500))
 	[[ $1 == icount ]] || runs=1 host_count=0
 	if ((QUICK)); then
-		echo -n "BENCH_COUNTS=1000:100,10000:20,50000:10"
+		echo -n "BENCH_COUNTS=1000:50,10000:10,50000:5"
 	else
 		echo -n "BENCH_COUNTS=1000:500,10000:100,50000:40"
 	fi
@@ -114,7 +114,8 @@ boot() {
 # (kernel,boot,config,workload,interval_us,metric,value) and its traces to
 # $WORK/locality.csv (kernel,boot,config,mode,interval_us,vcpu,other), and
 # its kprobes to $WORK/kprobes.csv (kernel,boot,method,type,probe,flags).
-# Fails on an ERROR line, a damaged dump or a missing DONE line.
+# Fails on an ERROR line, a damaged dump or a missing DONE line; prints
+# RETRY lines.
 parse() {
 	local console=$OUT/logs/$1-$2.log
 	[[ -f $console ]] || return 1
@@ -136,7 +137,7 @@ parse() {
 			complain("damaged dump in " config " " workload " " interval)
 	}
 	# The console may put other output before a line of ours.
-	match($0, /(CONFIG|KPROBES|RUN|HOST|SAMPLES|LAT|ARM|TRACE|ERROR|DONE)( |$)/) {
+	match($0, /(CONFIG|KPROBES|RETRY|RUN|HOST|SAMPLES|LAT|ARM|TRACE|ERROR|DONE)( |$)/) {
 		$0 = substr($0, RSTART)
 	}
 	$1 == "CONFIG" { config = $2 }
@@ -172,6 +173,7 @@ parse() {
 		print k, b, val("method"), val("type"), val("probe"),
 		      val("flags") >>kprobes
 	}
+	$1 == "RETRY" { print k ": " b ": " config ": " $0 }
 	$1 == "ERROR" { complain($0) }
 	$1 == "DONE" { done = 1 }
 	END {
