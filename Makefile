@@ -8,9 +8,9 @@
 #                           now if kvm is loaded
 #   sudo make uninstall     remove all of it
 #   sudo make sign          sign the built module with DKMS's MOK key
-#   make check              the whole test suite (KERNELS="6.12 ..." for some)
+#   make check              the whole test suite (KERNELS="6.1 7.3 ..." or quick)
 #   make bench              the benchmark, into bench/out/ (QUICK=1: short
-#                           run; KERNELS="6.12" for some)
+#                           run; KERNELS="6.12-trixie" for some)
 KVER ?= $(if $(KERNELRELEASE),$(KERNELRELEASE),$(shell uname -r))
 KDIR ?= /lib/modules/$(KVER)/build
 # KERNELRELEASE only picks KVER; kbuild must compute its own.
