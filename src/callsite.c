@@ -2,7 +2,8 @@
 /*
  * The call-site method, the default: at run time, what upstream commit
  * 61abdbe0bcc2 did in the source.  KVM arms the LAPIC timer with
- * hrtimer_start_range_ns(timer, tim, delta, HRTIMER_MODE_ABS_HARD); a
+ * hrtimer_start_range_ns(timer, tim, delta, HRTIMER_MODE_ABS_HARD), and a
+ * Hyper-V synthetic timer with the same call and HRTIMER_MODE_ABS; a
  * kprobe at each of those calls sets HRTIMER_MODE_PINNED in the mode
  * argument (%rcx) before the call runs, so that the hrtimer core queues the
  * timer once, on this CPU, the vCPU's.
@@ -10,19 +11,24 @@
  * The calls are found in the code of the arming functions and proven
  * before anything is probed: a call or tail jump whose rel32 targets
  * hrtimer_start_range_ns, at an instruction boundary, preceded within a
- * few instructions by a "mov $0x8,%ecx" at an instruction boundary (the
- * kernel's own decoder judges boundaries: register_kprobe() refuses any
- * other address, and a kprobe registered disabled patches nothing).  The
- * number found must be the layout's: two in start_sw_timer, one in
- * __kvm_migrate_apic_timer.
+ * few instructions by the instruction that loads kvm's mode ("mov
+ * $0x8,%ecx", or "xor %ecx,%ecx" for mode 0) at an instruction boundary
+ * (the kernel's own decoder judges boundaries: register_kprobe() refuses
+ * any other address, and a kprobe registered disabled patches nothing).
+ * The number found must be the layout's: two in start_sw_timer, one in
+ * __kvm_migrate_apic_timer, one in kvm_hv_process_stimers.  The LAPIC
+ * timer's must all be proven; where the synthetic timers' is not (or kvm
+ * has no Hyper-V), they are left alone, said in one dmesg line.
  *
  * A kprobe on a branch always traps (int3).  Where the instructions between
- * the mov and the branch are at least the 5 bytes of a jump and are
+ * the mode's and the branch are at least the 5 bytes of a jump and are
  * register-only forms that leave %rcx and %rdi alone, the probe goes on the
  * first of them instead: the mode and the timer are then already what the
  * call gets, and kprobes can replace the trap with a jump (an optimized
  * kprobe restores the registers its handler changed).
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/hrtimer.h>
 #include <linux/kprobes.h>
 #include <linux/module.h>
@@ -31,18 +37,31 @@
 #include "klp.h"
 #include "owner.h"
 
-#define KLP_NR_CALLSITES 3
-#define KLP_MOV_WINDOW 32	/* bytes before a branch searched for the mov */
+#define KLP_NR_CALLSITES 4	/* at most: 3 of the LAPIC timer, 1 of the stimers */
+#define KLP_MODE_WINDOW 32	/* bytes before a branch searched for the mode */
 #define KLP_JMP_SIZE 5		/* what an optimized kprobe writes */
 #define KLP_RCX 1
 #define KLP_RDI 7
 
-/* mov $HRTIMER_MODE_ABS_HARD,%ecx */
-static const u8 klp_mov_mode[] = { 0xb9, HRTIMER_MODE_ABS_HARD, 0, 0, 0 };
+static const u8 klp_mov_abs_hard[] = { 0xb9, HRTIMER_MODE_ABS_HARD, 0, 0, 0 };
+static const u8 klp_xor_ecx[] = { 0x31, 0xc9 };		/* HRTIMER_MODE_ABS */
 
-static const unsigned int klp_expected[KLP_NR_FNS] = {
-	[KLP_FN_START] = 2,
-	[KLP_FN_MIGRATE] = 1,
+/* What the calls of hrtimer_start_range_ns() in a kvm function look like. */
+struct klp_layout {
+	const u8 *mode;		/* the instruction that loads kvm's mode */
+	unsigned int mode_len;
+	const char *mode_asm;
+	unsigned int expected;	/* how many calls */
+	enum klp_kind kind;	/* of the timers they arm */
+};
+
+static const struct klp_layout klp_layouts[KLP_NR_FNS] = {
+	[KLP_FN_START] = { klp_mov_abs_hard, sizeof(klp_mov_abs_hard),
+			   "mov $0x8,%ecx", 2, KLP_LAPIC },
+	[KLP_FN_MIGRATE] = { klp_mov_abs_hard, sizeof(klp_mov_abs_hard),
+			     "mov $0x8,%ecx", 1, KLP_LAPIC },
+	[KLP_FN_STIMERS] = { klp_xor_ecx, sizeof(klp_xor_ecx),
+			     "xor %ecx,%ecx", 1, KLP_STIMER },
 };
 
 struct klp_callsite {
@@ -51,23 +70,39 @@ struct klp_callsite {
 };
 
 static struct klp_callsite klp_callsites[KLP_NR_CALLSITES];
+static unsigned int klp_nr_callsites;
 
-static int klp_pin_mode(struct kprobe *kp, struct pt_regs *regs)
+static __always_inline int klp_pin_mode(struct pt_regs *regs, enum klp_kind kind)
 {
 	const struct hrtimer *timer = (const struct hrtimer *)regs->di;
 
 	if (READ_ONCE(klp_refused) || !READ_ONCE(klp_enabled))
 		return 0;
 	if (regs->cx & HRTIMER_MODE_PINNED) {
-		klp_count(KLP_LOCAL);
+		klp_count(kind, KLP_LOCAL);
 		return 0;
 	}
-	if (klp_is_lapic_timer(timer) && klp_owner_wants_pin(timer, NULL)) {
+	if (klp_is_kvm_timer(timer, kind) && klp_owner_wants_pin(timer, NULL, kind)) {
 		regs->cx |= HRTIMER_MODE_PINNED;
-		klp_count(KLP_PINNED);
+		klp_count(kind, KLP_PINNED);
 	}
 	return 0;
 }
+
+static int klp_pin_lapic(struct kprobe *kp, struct pt_regs *regs)
+{
+	return klp_pin_mode(regs, KLP_LAPIC);
+}
+
+static int klp_pin_stimer(struct kprobe *kp, struct pt_regs *regs)
+{
+	return klp_pin_mode(regs, KLP_STIMER);
+}
+
+static const kprobe_pre_handler_t klp_handlers[KLP_NR_KINDS] = {
+	[KLP_LAPIC] = klp_pin_lapic,
+	[KLP_STIMER] = klp_pin_stimer,
+};
 
 static bool klp_insn_boundary(const u8 *addr)
 {
@@ -131,21 +166,22 @@ static unsigned int klp_plain_insn_len(const u8 *p, size_t n)
 }
 
 /*
- * Where to set the mode for the branch at @branch in the function at @fn:
- * after the mov, if what lies between it and the branch qualifies (see
- * above), else the branch.  NULL if no mov loads KVM's mode before it.
+ * Where to set the mode for the branch at @branch in the function at @fn,
+ * whose mode is loaded as @l says: after that instruction, if what lies
+ * between it and the branch qualifies (see above), else the branch.  NULL
+ * if no such instruction precedes it.
  */
-static const u8 *klp_probe_point(const u8 *fn, const u8 *branch)
+static const u8 *klp_probe_point(const u8 *fn, const u8 *branch,
+				 const struct klp_layout *l)
 {
-	const u8 *mov, *p;
+	const u8 *ld, *p;
 	unsigned int len;
 
-	for (mov = branch - sizeof(klp_mov_mode);
-	     mov >= fn && branch - mov <= KLP_MOV_WINDOW; mov--) {
-		if (memcmp(mov, klp_mov_mode, sizeof(klp_mov_mode)) ||
-		    !klp_insn_boundary(mov))
+	for (ld = branch - l->mode_len;
+	     ld >= fn && branch - ld <= KLP_MODE_WINDOW; ld--) {
+		if (memcmp(ld, l->mode, l->mode_len) || !klp_insn_boundary(ld))
 			continue;
-		p = mov + sizeof(klp_mov_mode);
+		p = ld + l->mode_len;
 		if (branch - p < KLP_JMP_SIZE)
 			return branch;
 		for (; p < branch; p += len) {
@@ -153,7 +189,7 @@ static const u8 *klp_probe_point(const u8 *fn, const u8 *branch)
 			if (!len)
 				return branch;
 		}
-		return p == branch ? mov + sizeof(klp_mov_mode) : branch;
+		return p == branch ? ld + l->mode_len : branch;
 	}
 	return NULL;
 }
@@ -176,27 +212,28 @@ static int klp_find_callsites(enum klp_fn fn, unsigned int *next, char *why,
 {
 	const unsigned long target = (unsigned long)hrtimer_start_range_ns;
 	const u8 *start = (const u8 *)klp_fns[fn].addr, *p, *probe;
+	const struct klp_layout *l = &klp_layouts[fn];
 	unsigned int found = 0;
 
 	for (p = start; p + 5 <= start + klp_fns[fn].size; p++) {
 		if ((*p != 0xe8 && *p != 0xe9) ||	/* call, jmp rel32 */
 		    klp_branch_target(p) != target || !klp_insn_boundary(p))
 			continue;
-		probe = klp_probe_point(start, p);
+		probe = klp_probe_point(start, p, l);
 		if (!probe) {
-			snprintf(why, len, "%s+0x%lx: no mov $0x%x,%%ecx before the call",
+			snprintf(why, len, "%s+0x%lx: no %s before the call",
 				 klp_fns[fn].name, (unsigned long)(p - start),
-				 HRTIMER_MODE_ABS_HARD);
+				 l->mode_asm);
 			return -ENOEXEC;
 		}
-		if (found++ < klp_expected[fn]) {
+		if (found++ < l->expected) {
 			klp_callsites[*next].kp.addr = (kprobe_opcode_t *)probe;
 			klp_callsites[(*next)++].fn = fn;
 		}
 	}
-	if (found != klp_expected[fn]) {
+	if (found != l->expected) {
 		snprintf(why, len, "%s: %u calls of hrtimer_start_range_ns, expected %u",
-			 klp_fns[fn].name, found, klp_expected[fn]);
+			 klp_fns[fn].name, found, l->expected);
 		return -ENOEXEC;
 	}
 	return 0;
@@ -204,7 +241,24 @@ static int klp_find_callsites(enum klp_fn fn, unsigned int *next, char *why,
 
 static struct kprobe *klp_callsite_kps[KLP_NR_CALLSITES] = {
 	&klp_callsites[0].kp, &klp_callsites[1].kp, &klp_callsites[2].kp,
+	&klp_callsites[3].kp,
 };
+
+/* The synthetic timers' call site after the LAPIC timer's, if proven. */
+static void klp_find_stimer_callsite(unsigned int *next)
+{
+	unsigned int lapic = *next;
+	char why[128];
+
+	if (!klp_fns[KLP_FN_STIMERS].addr) {
+		pr_info("Hyper-V synthetic timers not pinned: kvm has no %s\n",
+			klp_fns[KLP_FN_STIMERS].name);
+	} else if (klp_find_callsites(KLP_FN_STIMERS, next, why, sizeof(why))) {
+		pr_info("Hyper-V synthetic timers not pinned: call site not proven (%s)\n",
+			why);
+		*next = lapic;
+	}
+}
 
 static int klp_callsite_attach(char *why, size_t len)
 {
@@ -212,32 +266,37 @@ static int klp_callsite_attach(char *why, size_t len)
 	int fn, ret;
 
 	memset(klp_callsites, 0, sizeof(klp_callsites));
-	for (fn = 0; fn < KLP_NR_FNS; fn++) {
+	for (fn = 0; fn < KLP_NR_LAPIC_FNS; fn++) {
 		ret = klp_find_callsites(fn, &next, why, len);
 		if (ret)
 			return ret;
 	}
-	for (i = 0; i < KLP_NR_CALLSITES; i++) {
-		klp_callsites[i].kp.pre_handler = klp_pin_mode;
+	klp_find_stimer_callsite(&next);
+	for (i = 0; i < next; i++) {
+		klp_callsites[i].kp.pre_handler =
+			klp_handlers[klp_layouts[klp_callsites[i].fn].kind];
 		klp_callsites[i].kp.flags = klp_enabled ? 0 : KPROBE_FLAG_DISABLED;
 	}
-	ret = register_kprobes(klp_callsite_kps, KLP_NR_CALLSITES);
-	if (ret)
+	ret = register_kprobes(klp_callsite_kps, next);
+	if (ret) {
 		snprintf(why, len, "kprobe registration failed (%d)", ret);
-	return ret;
+		return ret;
+	}
+	klp_nr_callsites = next;
+	return 0;
 }
 
 static void klp_callsite_detach(void)
 {
-	unregister_kprobes(klp_callsite_kps, KLP_NR_CALLSITES);
+	unregister_kprobes(klp_callsite_kps, klp_nr_callsites);
 }
 
 static unsigned long klp_callsite_missed(void)
 {
 	unsigned long missed = 0;
-	int i;
+	unsigned int i;
 
-	for (i = 0; i < KLP_NR_CALLSITES; i++)
+	for (i = 0; i < klp_nr_callsites; i++)
 		missed += klp_callsites[i].kp.nmissed;
 	return missed;
 }
@@ -245,9 +304,10 @@ static unsigned long klp_callsite_missed(void)
 static int klp_callsite_symbols(char *buf)
 {
 	const struct klp_callsite *cs;
-	int i, len = 0;
+	unsigned int i;
+	int len = 0;
 
-	for (i = 0; i < KLP_NR_CALLSITES; i++) {
+	for (i = 0; i < klp_nr_callsites; i++) {
 		cs = &klp_callsites[i];
 		len += sysfs_emit_at(buf, len, "%s%s+0x%lx", i ? " " : "",
 				     klp_fns[cs->fn].name,
@@ -263,5 +323,5 @@ const struct klp_method klp_callsite = {
 	.missed = klp_callsite_missed,
 	.symbols = klp_callsite_symbols,
 	.kps = klp_callsite_kps,
-	.nr_kps = KLP_NR_CALLSITES,
+	.nr_kps = &klp_nr_callsites,
 };

@@ -5,10 +5,11 @@
  * main.c      lifecycle: following kvm, choosing a method, the switch
  * kvm.c       what the module finds in kvm: its symbols, the LAPIC timer's
  *             callback, the vCPU's notifier, kvm.pi_inject_timer
- * owner.h     whether a timer being armed is the LAPIC timer of a vCPU
- *             loaded here whose interrupt KVM does not post (inline)
+ * owner.h     whether a timer being armed is the LAPIC timer (or a Hyper-V
+ *             synthetic timer) of a vCPU loaded here whose interrupt KVM
+ *             does not post (inline)
  * callsite.c  the call-site method: KVM's own hrtimer_start_range_ns()
- *             calls made pinned
+ *             calls made pinned, for both kinds of timer
  * rearm.c     the re-arm method: the timer moved after KVM queued it
  * status.c    counters and /sys/module/kvm_lapic_pin/status
  */
@@ -39,6 +40,13 @@ static inline struct hrtimer *klp_apic_timer(void *apic)
 	return &((struct klp_lapic_head *)apic)->timer;
 }
 
+/* The kinds of kvm timer the module pins. */
+enum klp_kind {
+	KLP_LAPIC,		/* the vCPU's LAPIC timer (apic_timer_fn) */
+	KLP_STIMER,		/* Hyper-V synthetic timers (call-site only) */
+	KLP_NR_KINDS
+};
+
 enum klp_stat {
 	KLP_PINNED,		/* made to fire on the vCPU's CPU */
 	KLP_LOCAL,		/* already pinned or on the vCPU's CPU */
@@ -48,17 +56,20 @@ enum klp_stat {
 	KLP_NR_STATS
 };
 
-DECLARE_PER_CPU(unsigned long, klp_stats[KLP_NR_STATS]);
+DECLARE_PER_CPU(unsigned long, klp_stats[KLP_NR_KINDS][KLP_NR_STATS]);
 
-static inline void klp_count(enum klp_stat stat)
+static inline void klp_count(enum klp_kind kind, enum klp_stat stat)
 {
-	this_cpu_inc(klp_stats[stat]);
+	this_cpu_inc(klp_stats[kind][stat]);
 }
 
-/* The kvm functions that arm the LAPIC timer. */
+/* The kvm functions that arm the timers. */
 enum klp_fn {
 	KLP_FN_START,		/* start_sw_timer, or start_apic_timer */
 	KLP_FN_MIGRATE,		/* __kvm_migrate_apic_timer */
+	KLP_NR_LAPIC_FNS,
+	/* kvm_hv_process_stimers; addr 0 where kvm has none */
+	KLP_FN_STIMERS = KLP_NR_LAPIC_FNS,
 	KLP_NR_FNS
 };
 
@@ -81,7 +92,7 @@ struct klp_method {
 	int (*symbols)(char *buf);
 	/* What the switch arms and disarms. */
 	struct kprobe *const *kps;
-	unsigned int nr_kps;
+	const unsigned int *nr_kps;
 };
 
 extern const struct klp_method klp_callsite;
@@ -99,7 +110,7 @@ void klp_kvm_detach(void);
 int klp_resolve(const char *sym, unsigned long *addr, unsigned long *size);
 
 /* main.c */
-void klp_refuse(void);
+void klp_refuse(enum klp_kind kind);
 
 /* status.c */
 int klp_status_init(void);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * What the module finds in kvm when it attaches: the functions that arm
- * the LAPIC timer, and what owner.h compares with (the timer's callback,
- * the vCPU's preempt notifier, kvm.pi_inject_timer).  Nothing here is
+ * the LAPIC timer and the Hyper-V synthetic timers, and what owner.h
+ * compares with (the timers' callbacks, the vCPU's preempt notifier,
+ * kvm.pi_inject_timer).  Nothing here is
  * linked against kvm.ko: symbols are found through kprobes registered
  * disabled, which patch no text.
  */
@@ -22,13 +23,16 @@ struct klp_kvm_fn klp_fns[KLP_NR_FNS];
  * start_sw_timer() holds both hrtimer_start() calls of the start path, and
  * start_apic_timer(), the vCPU-block path and the hv-timer fallbacks all go
  * through it; start_apic_timer() stands in only where it is not a symbol.
+ * kvm_hv_process_stimers() holds stimer_start(), inlined, the only arm of
+ * the synthetic timers; kvm built without Hyper-V has none.
  */
 static const char *const klp_fn_candidates[KLP_NR_FNS][2] = {
 	[KLP_FN_START] = { "start_sw_timer", "start_apic_timer" },
 	[KLP_FN_MIGRATE] = { "__kvm_migrate_apic_timer" },
+	[KLP_FN_STIMERS] = { "kvm_hv_process_stimers" },
 };
 
-unsigned long klp_timer_fn;
+unsigned long klp_timer_fn[KLP_NR_KINDS];
 unsigned long klp_sched_in;
 const int *klp_pi_inject_timer;
 
@@ -93,12 +97,25 @@ static int klp_resolve_fn(enum klp_fn fn)
 	return ret;
 }
 
+/* The synthetic timers' arming function and callback; both 0 if either is missing. */
+static void klp_resolve_stimers(void)
+{
+	struct klp_kvm_fn *f = &klp_fns[KLP_FN_STIMERS];
+
+	f->name = klp_fn_candidates[KLP_FN_STIMERS][0];
+	if (klp_resolve("stimer_timer_callback", &klp_timer_fn[KLP_STIMER], NULL) ||
+	    klp_resolve(f->name, &f->addr, &f->size)) {
+		klp_timer_fn[KLP_STIMER] = 0;
+		f->addr = 0;
+	}
+}
+
 /* Find what the methods need in kvm; 0 or an error, said in dmesg. */
 int klp_kvm_attach(const struct module *kvm)
 {
 	int fn, ret;
 
-	ret = klp_resolve("apic_timer_fn", &klp_timer_fn, NULL);
+	ret = klp_resolve("apic_timer_fn", &klp_timer_fn[KLP_LAPIC], NULL);
 	if (!ret)
 		ret = klp_resolve("kvm_sched_in", &klp_sched_in, NULL);
 	if (ret) {
@@ -107,11 +124,12 @@ int klp_kvm_attach(const struct module *kvm)
 				       "symbol not found", ret);
 		return ret;
 	}
-	for (fn = 0; fn < KLP_NR_FNS; fn++) {
+	for (fn = 0; fn < KLP_NR_LAPIC_FNS; fn++) {
 		ret = klp_resolve_fn(fn);
 		if (ret)
 			return ret;
 	}
+	klp_resolve_stimers();
 	klp_pi_inject_timer = klp_find_pi_inject_timer(kvm);
 	return 0;
 }

@@ -42,6 +42,7 @@ const struct klp_method *klp_active;	/* NULL: not attached */
 unsigned long klp_missed;	/* misses of probes already detached */
 static int klp_method_choice = KLP_AUTO;	/* read-only after load */
 static struct work_struct klp_refuse_work;
+static enum klp_kind klp_refused_kind;
 
 static void klp_attach(const struct module *kvm)
 {
@@ -83,17 +84,25 @@ static void klp_detach(void)
 
 static void klp_refuse_fn(struct work_struct *work)
 {
-	pr_err("a timer armed by kvm's LAPIC timer code is not kvm's LAPIC timer on this kernel: detaching, module inert\n");
+	static const char *const what[KLP_NR_KINDS] = {
+		[KLP_LAPIC] = "LAPIC timer",
+		[KLP_STIMER] = "Hyper-V synthetic timer",
+	};
+
+	pr_err("a timer armed by kvm's %s code is not kvm's %s on this kernel: detaching, module inert\n",
+	       what[klp_refused_kind], what[klp_refused_kind]);
 	mutex_lock(&klp_lock);
 	klp_detach();
 	mutex_unlock(&klp_lock);
 }
 
-/* From a probe handler: go inert now, detach soon. */
-void klp_refuse(void)
+/* From a probe handler for timers of @kind: go inert now, detach soon. */
+void klp_refuse(enum klp_kind kind)
 {
-	if (!xchg(&klp_refused, true))
+	if (!xchg(&klp_refused, true)) {
+		klp_refused_kind = kind;
 		schedule_work(&klp_refuse_work);
+	}
 }
 
 static int klp_module_event(struct notifier_block *nb, unsigned long action,
@@ -144,7 +153,7 @@ static int klp_arm(bool on)
 	unsigned int i;
 	int ret = 0;
 
-	for (i = 0; i < klp_active->nr_kps; i++) {
+	for (i = 0; i < *klp_active->nr_kps; i++) {
 		ret = on ? enable_kprobe(kps[i]) : disable_kprobe(kps[i]);
 		if (ret)
 			break;

@@ -4,7 +4,8 @@
  * kretprobes on the kvm functions that arm the LAPIC timer.  When KVM has
  * just queued the timer on another CPU, the return handler takes it off
  * that queue unfired and queues it again, expiry unchanged, pinned on this
- * CPU, the vCPU's.
+ * CPU, the vCPU's.  The Hyper-V synthetic timers are left as kvm arms
+ * them: only the call-site method pins those.
  */
 #include <linux/hrtimer.h>
 #include <linux/kprobes.h>
@@ -29,7 +30,7 @@ struct klp_rearm_probe {
 	char name[MODULE_NAME_LEN + KSYM_NAME_LEN];
 };
 
-static struct klp_rearm_probe klp_rearm_probes[KLP_NR_FNS];
+static struct klp_rearm_probe klp_rearm_probes[KLP_NR_LAPIC_FNS];
 
 /* start_sw_timer(struct kvm_lapic *apic) */
 static int klp_start_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
@@ -62,17 +63,17 @@ static int klp_rearm_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	enum hrtimer_mode mode = HRTIMER_MODE_ABS_PINNED;
 
 	if (READ_ONCE(klp_refused) || !READ_ONCE(klp_enabled) ||
-	    !klp_is_lapic_timer(timer) || !hrtimer_is_queued(timer))
+	    !klp_is_kvm_timer(timer, KLP_LAPIC) || !hrtimer_is_queued(timer))
 		return 0;
 	if (READ_ONCE(timer->base)->cpu_base->cpu == smp_processor_id()) {
-		klp_count(KLP_LOCAL);
+		klp_count(KLP_LAPIC, KLP_LOCAL);
 		return 0;
 	}
-	if (!klp_owner_wants_pin(timer, arm->vcpu))
+	if (!klp_owner_wants_pin(timer, arm->vcpu, KLP_LAPIC))
 		return 0;
 	/* Only a timer taken off its queue unfired moves: none lost, none doubled. */
 	if (hrtimer_try_to_cancel(timer) != 1) {
-		klp_count(KLP_RACE);
+		klp_count(KLP_LAPIC, KLP_RACE);
 		return 0;
 	}
 	if (timer->is_hard)
@@ -80,7 +81,7 @@ static int klp_rearm_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	if (timer->is_soft)
 		mode |= HRTIMER_MODE_SOFT;
 	hrtimer_start_expires(timer, mode);
-	klp_count(KLP_PINNED);
+	klp_count(KLP_LAPIC, KLP_PINNED);
 	return 0;
 }
 
@@ -88,20 +89,20 @@ static void klp_rearm_detach(void)
 {
 	int i;
 
-	for (i = 0; i < KLP_NR_FNS; i++)
+	for (i = 0; i < KLP_NR_LAPIC_FNS; i++)
 		unregister_kretprobe(&klp_rearm_probes[i].rp);
 }
 
 static int klp_rearm_attach(char *why, size_t len)
 {
-	static const kretprobe_handler_t entry[KLP_NR_FNS] = {
+	static const kretprobe_handler_t entry[KLP_NR_LAPIC_FNS] = {
 		[KLP_FN_START] = klp_start_entry,
 		[KLP_FN_MIGRATE] = klp_migrate_entry,
 	};
 	struct klp_rearm_probe *p;
 	int i, ret;
 
-	for (i = 0; i < KLP_NR_FNS; i++) {
+	for (i = 0; i < KLP_NR_LAPIC_FNS; i++) {
 		p = &klp_rearm_probes[i];
 		memset(p, 0, sizeof(*p));
 		snprintf(p->name, sizeof(p->name), "kvm:%s", klp_fns[i].name);
@@ -127,7 +128,7 @@ static unsigned long klp_rearm_missed(void)
 	unsigned long missed = 0;
 	int i;
 
-	for (i = 0; i < KLP_NR_FNS; i++)
+	for (i = 0; i < KLP_NR_LAPIC_FNS; i++)
 		missed += klp_rearm_probes[i].rp.nmissed +
 			  klp_rearm_probes[i].rp.kp.nmissed;
 	return missed;
@@ -139,10 +140,12 @@ static int klp_rearm_symbols(char *buf)
 			  klp_fns[KLP_FN_MIGRATE].name);
 }
 
-static struct kprobe *const klp_rearm_kps[KLP_NR_FNS] = {
+static struct kprobe *const klp_rearm_kps[KLP_NR_LAPIC_FNS] = {
 	&klp_rearm_probes[KLP_FN_START].rp.kp,
 	&klp_rearm_probes[KLP_FN_MIGRATE].rp.kp,
 };
+
+static const unsigned int klp_rearm_nr_kps = KLP_NR_LAPIC_FNS;
 
 const struct klp_method klp_rearm = {
 	.name = "rearm",
@@ -151,5 +154,5 @@ const struct klp_method klp_rearm = {
 	.missed = klp_rearm_missed,
 	.symbols = klp_rearm_symbols,
 	.kps = klp_rearm_kps,
-	.nr_kps = KLP_NR_FNS,
+	.nr_kps = &klp_rearm_nr_kps,
 };

@@ -10,7 +10,7 @@
 
 #include "klp.h"
 
-DEFINE_PER_CPU(unsigned long, klp_stats[KLP_NR_STATS]);
+DEFINE_PER_CPU(unsigned long, klp_stats[KLP_NR_KINDS][KLP_NR_STATS]);
 
 static ssize_t attached_show(struct kobject *kobj, struct kobj_attribute *attr,
 			     char *buf)
@@ -48,29 +48,33 @@ static ssize_t missed_show(struct kobject *kobj, struct kobj_attribute *attr,
 	return sysfs_emit(buf, "%lu\n", missed);
 }
 
-static ssize_t klp_stat_show(enum klp_stat stat, char *buf)
+static ssize_t klp_stat_show(enum klp_kind kind, enum klp_stat stat, char *buf)
 {
 	unsigned long sum = 0;
 	int cpu;
 
 	for_each_possible_cpu(cpu)
-		sum += per_cpu(klp_stats[stat], cpu);
+		sum += per_cpu(klp_stats[kind][stat], cpu);
 	return sysfs_emit(buf, "%lu\n", sum);
 }
 
-#define KLP_STAT_ATTR(_name, _stat)					\
+#define KLP_STAT_ATTR(_name, _kind, _stat)				\
 static ssize_t _name##_show(struct kobject *kobj,			\
 			    struct kobj_attribute *attr, char *buf)	\
 {									\
-	return klp_stat_show(_stat, buf);				\
+	return klp_stat_show(_kind, _stat, buf);			\
 }									\
 static struct kobj_attribute _name##_attr = __ATTR_RO(_name)
 
-KLP_STAT_ATTR(pinned, KLP_PINNED);
-KLP_STAT_ATTR(local, KLP_LOCAL);
-KLP_STAT_ATTR(posted, KLP_POSTED);
-KLP_STAT_ATTR(races, KLP_RACE);
-KLP_STAT_ATTR(unmatched, KLP_UNMATCHED);
+/* The LAPIC timer's without a prefix; the synthetic timers' with one. */
+KLP_STAT_ATTR(pinned, KLP_LAPIC, KLP_PINNED);
+KLP_STAT_ATTR(local, KLP_LAPIC, KLP_LOCAL);
+KLP_STAT_ATTR(posted, KLP_LAPIC, KLP_POSTED);
+KLP_STAT_ATTR(races, KLP_LAPIC, KLP_RACE);
+KLP_STAT_ATTR(unmatched, KLP_LAPIC, KLP_UNMATCHED);
+KLP_STAT_ATTR(stimer_pinned, KLP_STIMER, KLP_PINNED);
+KLP_STAT_ATTR(stimer_local, KLP_STIMER, KLP_LOCAL);
+KLP_STAT_ATTR(stimer_unmatched, KLP_STIMER, KLP_UNMATCHED);
 static struct kobj_attribute attached_attr = __ATTR_RO(attached);
 static struct kobj_attribute method_attr = __ATTR_RO(method);
 static struct kobj_attribute symbols_attr = __ATTR_RO(symbols);
@@ -85,6 +89,9 @@ static struct attribute *klp_status_attrs[] = {
 	&posted_attr.attr,
 	&races_attr.attr,
 	&unmatched_attr.attr,
+	&stimer_pinned_attr.attr,
+	&stimer_local_attr.attr,
+	&stimer_unmatched_attr.attr,
 	&missed_attr.attr,
 	NULL
 };

@@ -9,6 +9,7 @@
 PIN=/sys/module/kvm_lapic_pin
 KNOB=$PIN/parameters/enabled
 VCPU=1
+FN=apic_timer_fn	# the callback of the timers traced
 
 case "$(cat /sys/devices/system/cpu/nohz_full 2>/dev/null)" in
 *1*) NOHZ_FULL=1 ;;
@@ -54,7 +55,7 @@ load_module() {
 symbols_ok() {
 	case $METHOD in
 	callsite) echo "$(status symbols)" | grep -Eqx \
-		'start_sw_timer\+0x[0-9a-f]+ start_sw_timer\+0x[0-9a-f]+ __kvm_migrate_apic_timer\+0x[0-9a-f]+' ;;
+		'start_sw_timer\+0x[0-9a-f]+ start_sw_timer\+0x[0-9a-f]+ __kvm_migrate_apic_timer\+0x[0-9a-f]+ kvm_hv_process_stimers\+0x[0-9a-f]+' ;;
 	rearm) [ "$(status symbols)" = "start_sw_timer __kvm_migrate_apic_timer" ] ;;
 	esac
 }
@@ -64,7 +65,7 @@ attached_ok() {
 		symbols_ok
 }
 
-# Trace KVM's LAPIC hrtimer: where it is started and where it expires.
+# Trace KVM's hrtimers: where they are started and where they expire.
 # Core trace events: set up once per boot, no code patching between runs.
 events_setup() {
 	echo 0 >$T/tracing_on
@@ -75,7 +76,7 @@ events_setup() {
 }
 
 # A traced workload run: trace_start, the run, trace_parse.  trace_parse
-# sets, from the trace of apic_timer_fn: N0 N1 N2 (expiries per CPU),
+# sets, from the trace of the timers whose callback is $FN: N0 N1 N2 (expiries per CPU),
 # TOTAL, SEQ (the CPU of each expiry, in order), STARTS and PINNED_STARTS
 # (its hrtimer_start events, and those in a PINNED mode), AWAY (expiries
 # on another CPU than the one that last started that timer) and
@@ -87,8 +88,8 @@ trace_start() {
 
 trace_parse() {
 	echo 0 >$T/tracing_on
-	eval "$(awk '
-		!/function=apic_timer_fn/ { next }
+	eval "$(awk -v fn="function=$FN " '
+		!index($0, fn) { next }
 		{
 			match($0, /\[[0-9]+\]/)
 			cpu = substr($0, RSTART + 1, RLENGTH - 2) + 0

@@ -9,7 +9,7 @@ set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration lifecycle input udev fallback; do
+for f in checks load fix migration stimer lifecycle input udev fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
@@ -25,6 +25,7 @@ for METHOD in callsite rearm; do
 	idle_vm
 	group_fix
 	group_migration
+	group_stimer
 	group_input
 	group_lifecycle
 	group_udev

@@ -2,7 +2,8 @@
 # Load order and attach, for this round's method:
 # - the module loads before kvm and stays detached;
 # - it attaches when kvm loads, with the method asked for, listing what it
-#   probes (call-site: the three call sites; re-arm: the two functions);
+#   probes (call-site: the four call sites, three of the LAPIC timer and
+#   the synthetic timers' one; re-arm: the two functions);
 # - the switch defaults on.
 group_load() {
 	check "load before kvm" "modprobe kvm_lapic_pin method=$METHOD" \

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * lapic-timer - minimal KVM workload that arms the guest's local APIC timer
- * N times and checks that every expiry is delivered exactly once.
+ * (or, with --mode stimer, a Hyper-V synthetic timer in direct mode, which
+ * interrupts through the same LAPIC vector) N times and checks that every
+ * expiry is delivered exactly once.
  *
  * The guest runs in flat 32-bit protected mode without paging, set up
  * directly through KVM_SET_SREGS.  It uses the in-kernel irqchip, so every
@@ -57,6 +59,7 @@
 #define D_DEADLINE		0x20
 #define D_ARMS			0x28
 #define D_ARM_SAMPLES		0x2c
+#define D_STIMER_INTERVAL	0x30
 
 /* Guest -> host I/O ports. */
 #define PORT_PROGRESS		0x500
@@ -78,6 +81,20 @@
 #define APIC_TDCR_DIV1		0xb
 #define MSR_IA32_TSC_DEADLINE	0x6e0
 
+/*
+ * Hyper-V synthetic timer 0: one-shot, direct mode (the expiry is a fixed
+ * interrupt at the vector in the config), enabled by each write of its
+ * count, an absolute time of the reference counter (100 ns units).
+ */
+#define HV_MSR_TIME_REF_COUNT	0x40000020
+#define HV_MSR_STIMER0_CONFIG	0x400000b0
+#define HV_MSR_STIMER0_COUNT	0x400000b1
+#define HV_STIMER_AUTO_ENABLE	(1 << 3)
+#define HV_STIMER_VECTOR_SHIFT	4
+#define HV_STIMER_DIRECT	(1 << 12)
+#define HV_CPUID_FIRST		0x40000000
+#define HV_CPUID_LAST		0x4fffffff
+
 #define TIMER_VECTOR		0xec
 #define SPURIOUS_VECTOR		0xff
 #define TIMER_ISR_REG		(APIC_ISR + 0x10 * (TIMER_VECTOR / 32))
@@ -93,6 +110,8 @@
 #define MODE_ONESHOT		0
 #define MODE_PERIODIC		1
 #define MODE_TSCDEADLINE	2
+#define MODE_STIMER		3
+#define NR_MODES		4
 
 #define CPUID_TSC_DEADLINE	(1u << 24)	/* CPUID.1:ECX */
 
@@ -107,6 +126,7 @@ struct guest_data {
 	uint64_t deadline;
 	uint32_t arms;
 	uint32_t arm_samples;	/* GPA of uint32_t arm_cost[count] */
+	uint32_t stimer_interval;	/* 100 ns units */
 };
 
 _Static_assert(offsetof(struct guest_data, mode) == D_MODE, "layout");
@@ -119,6 +139,8 @@ _Static_assert(offsetof(struct guest_data, tsc_interval) == D_TSC_INTERVAL,
 _Static_assert(offsetof(struct guest_data, deadline) == D_DEADLINE, "layout");
 _Static_assert(offsetof(struct guest_data, arms) == D_ARMS, "layout");
 _Static_assert(offsetof(struct guest_data, arm_samples) == D_ARM_SAMPLES,
+	       "layout");
+_Static_assert(offsetof(struct guest_data, stimer_interval) == D_STIMER_INTERVAL,
 	       "layout");
 
 #define D(off)			XSTR(DATA_GPA + off)
@@ -156,12 +178,22 @@ __asm__(
 	"	je .Lstart_tscdl\n"
 	"	cmpl $" XSTR(MODE_PERIODIC) ", %eax\n"
 	"	je .Lstart_periodic\n"
+	"	cmpl $" XSTR(MODE_STIMER) ", %eax\n"
+	"	je .Lstart_stimer\n"
 	MOVL(TIMER_VECTOR, APIC(APIC_LVTT))
 	"	call .Larm_oneshot\n"
 	"	jmp .Lwait\n"
 	".Lstart_periodic:\n"
 	MOVL(TIMER_VECTOR | APIC_LVT_PERIODIC, APIC(APIC_LVTT))
 	"	call .Larm_oneshot\n"
+	"	jmp .Lwait\n"
+	".Lstart_stimer:\n"
+	"	movl $" XSTR(HV_MSR_STIMER0_CONFIG) ", %ecx\n"
+	"	movl $" XSTR(HV_STIMER_AUTO_ENABLE | HV_STIMER_DIRECT |
+			     TIMER_VECTOR << HV_STIMER_VECTOR_SHIFT) ", %eax\n"
+	"	xorl %edx, %edx\n"
+	"	wrmsr\n"
+	"	call .Larm_stimer\n"
 	"	jmp .Lwait\n"
 	".Lstart_tscdl:\n"
 	MOVL(TIMER_VECTOR | APIC_LVT_TSCDEADLINE, APIC(APIC_LVTT))
@@ -199,6 +231,20 @@ __asm__(
 	".Larm_tscdl:\n"
 	NEXT_DEADLINE
 	"	movl $" XSTR(MSR_IA32_TSC_DEADLINE) ", %ecx\n"
+	"	wrmsr\n"
+	"	jmp .Lrecord_arm\n"
+
+	/*
+	 * deadline = rdtsc + tsc_interval; STIMER0_COUNT = reference
+	 * counter + stimer_interval.  Clobbers eax, ecx, edx.
+	 */
+	".Larm_stimer:\n"
+	NEXT_DEADLINE
+	"	movl $" XSTR(HV_MSR_TIME_REF_COUNT) ", %ecx\n"
+	"	rdmsr\n"
+	"	addl " D(D_STIMER_INTERVAL) ", %eax\n"
+	"	adcl $0, %edx\n"
+	"	movl $" XSTR(HV_MSR_STIMER0_COUNT) ", %ecx\n"
 	"	wrmsr\n"
 
 	/*
@@ -256,7 +302,12 @@ __asm__(
 	"	je .Lrearm_tscdl\n"
 	"	cmpl $" XSTR(MODE_PERIODIC) ", %eax\n"
 	"	je .Lnext_period\n"
+	"	cmpl $" XSTR(MODE_STIMER) ", %eax\n"
+	"	je .Lrearm_stimer\n"
 	"	call .Larm_oneshot\n"
+	"	jmp .Lreport\n"
+	".Lrearm_stimer:\n"
+	"	call .Larm_stimer\n"
 	"	jmp .Lreport\n"
 	".Lrearm_tscdl:\n"
 	"	call .Larm_tscdl\n"
@@ -307,6 +358,7 @@ static const char *const mode_names[] = {
 	[MODE_ONESHOT] = "oneshot",
 	[MODE_PERIODIC] = "periodic",
 	[MODE_TSCDEADLINE] = "tscdeadline",
+	[MODE_STIMER] = "stimer",
 };
 
 struct options {
@@ -349,7 +401,7 @@ die(const char *fmt, ...)
 static void __attribute__((noreturn)) usage(void)
 {
 	fprintf(stderr,
-		"usage: lapic-timer [--mode oneshot|tscdeadline|periodic]\n"
+		"usage: lapic-timer [--mode oneshot|tscdeadline|periodic|stimer]\n"
 		"                   [--interval-us U] [--count N] [--cpu C]\n"
 		"                   [--migrate-to D --migrate-after K] [--dump]\n"
 		"       lapic-timer --idle\n");
@@ -395,10 +447,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
-			for (i = 0; i < 3; i++)
+			for (i = 0; i < NR_MODES; i++)
 				if (!strcmp(optarg, mode_names[i]))
 					break;
-			if (i == 3)
+			if (i == NR_MODES)
 				die("--mode: unknown mode '%s'", optarg);
 			o->mode = i;
 			break;
@@ -449,10 +501,11 @@ static void set_cpu(int cpu)
 		die("sched_setaffinity(%d): %s", cpu, strerror(errno));
 }
 
-static void set_cpuid(struct vm *vm)
+/* KVM_GET_SUPPORTED_CPUID or KVM_GET_SUPPORTED_HV_CPUID on @fd. */
+static struct kvm_cpuid2 *get_cpuid(int fd, unsigned long req, const char *name)
 {
 	struct kvm_cpuid2 *cpuid = NULL;
-	unsigned int nent = 64, i;
+	unsigned int nent = 64;
 
 	for (;;) {
 		cpuid = realloc(cpuid, sizeof(*cpuid) +
@@ -460,20 +513,49 @@ static void set_cpuid(struct vm *vm)
 		if (!cpuid)
 			die("out of memory");
 		cpuid->nent = nent;
-		if (!ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid))
-			break;
+		if (!ioctl(fd, req, cpuid))
+			return cpuid;
 		if (errno != E2BIG)
-			die("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+			die("%s: %s", name, strerror(errno));
 		nent *= 2;
 	}
+}
 
+/*
+ * The vCPU's CPUID: what KVM supports, the TSC deadline timer, and for
+ * --mode stimer the Hyper-V leaves in place of KVM's own.
+ */
+static void set_cpuid(struct vm *vm, int hyperv)
+{
+	struct kvm_cpuid2 *cpuid, *hv;
+	unsigned int i, n = 0;
+
+	cpuid = get_cpuid(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID,
+			  "KVM_GET_SUPPORTED_CPUID");
 	/* KVM emulates the TSC deadline timer but does not report it. */
 	vm->tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
 				 KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-	if (vm->tsc_deadline) {
-		for (i = 0; i < cpuid->nent; i++)
-			if (cpuid->entries[i].function == 1)
-				cpuid->entries[i].ecx |= CPUID_TSC_DEADLINE;
+	for (i = 0; i < cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+
+		if (e->function == 1 && vm->tsc_deadline)
+			e->ecx |= CPUID_TSC_DEADLINE;
+		if (!hyperv || e->function < HV_CPUID_FIRST ||
+		    e->function > HV_CPUID_LAST)
+			cpuid->entries[n++] = *e;
+	}
+	cpuid->nent = n;
+	if (hyperv) {
+		hv = get_cpuid(vm->vcpu_fd, KVM_GET_SUPPORTED_HV_CPUID,
+			       "KVM_GET_SUPPORTED_HV_CPUID");
+		cpuid = realloc(cpuid, sizeof(*cpuid) + (n + hv->nent) *
+				sizeof(cpuid->entries[0]));
+		if (!cpuid)
+			die("out of memory");
+		memcpy(&cpuid->entries[n], hv->entries,
+		       hv->nent * sizeof(hv->entries[0]));
+		cpuid->nent += hv->nent;
+		free(hv);
 	}
 
 	if (ioctl(vm->vcpu_fd, KVM_SET_CPUID2, cpuid))
@@ -481,7 +563,17 @@ static void set_cpuid(struct vm *vm)
 	free(cpuid);
 }
 
-static void create_vm(struct vm *vm, size_t mem_size)
+/* The SynIC, which the synthetic timers need, on for the vCPU. */
+static void enable_synic(struct vm *vm)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_HYPERV_SYNIC2 };
+
+	if (ioctl(vm->vcpu_fd, KVM_ENABLE_CAP, &cap))
+		die("KVM_ENABLE_CAP(KVM_CAP_HYPERV_SYNIC2): %s",
+		    strerror(errno));
+}
+
+static void create_vm(struct vm *vm, size_t mem_size, int hyperv)
 {
 	struct kvm_userspace_memory_region region;
 	int run_size, ret;
@@ -524,7 +616,9 @@ static void create_vm(struct vm *vm, size_t mem_size)
 	if (vm->run == MAP_FAILED)
 		die("mmap kvm_run: %s", strerror(errno));
 
-	set_cpuid(vm);
+	set_cpuid(vm, hyperv);
+	if (hyperv)
+		enable_synic(vm);
 
 	ret = ioctl(vm->vcpu_fd, KVM_GET_TSC_KHZ, 0);
 	if (ret <= 0)
@@ -573,6 +667,7 @@ static void setup_guest(struct vm *vm, const struct options *o)
 	data->count = o->count;
 	data->tmict = o->interval_us * 1000 / APIC_BUS_CYCLE_NS;
 	data->tsc_interval = (uint64_t)o->interval_us * vm->tsc_khz / 1000;
+	data->stimer_interval = o->interval_us * 10;
 	data->arm_samples = SAMPLES_GPA + o->count * sizeof(int64_t);
 
 	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs))
@@ -766,7 +861,7 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 
 	if (o.idle) {
-		create_vm(&vm, MEM_ALIGN);
+		create_vm(&vm, MEM_ALIGN, 0);
 		printf("IDLE ready\n");
 		fflush(stdout);
 		for (;;)
@@ -779,7 +874,7 @@ int main(int argc, char **argv)
 	 */
 	create_vm(&vm, (SAMPLES_GPA +
 			o.count * (sizeof(int64_t) + sizeof(uint32_t)) +
-			MEM_ALIGN) & ~(MEM_ALIGN - 1));
+			MEM_ALIGN) & ~(MEM_ALIGN - 1), o.mode == MODE_STIMER);
 	if (o.mode == MODE_TSCDEADLINE && !vm.tsc_deadline)
 		die("KVM does not support the TSC deadline timer");
 	setup_guest(&vm, &o);
