@@ -5,8 +5,9 @@
  * Since Linux 5.3 KVM arms the hrtimer behind a vCPU's LAPIC timer with
  * HRTIMER_MODE_ABS_HARD, without HRTIMER_MODE_PINNED.  On a nohz_full host
  * the hrtimer core then queues it on a housekeeping CPU, so the timer fires
- * away from the isolated CPU that runs the vCPU.  This module puts it back,
- * by one of two methods (see callsite.c and rearm.c).  This file follows
+ * away from the isolated CPU that runs the vCPU; KVM's Hyper-V synthetic
+ * timers likewise.  This module puts them back, by one of two methods (see
+ * callsite.c and rearm.c).  This file follows
  * kvm being loaded and unloaded, chooses the method, and holds the switch.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -193,7 +194,7 @@ static const struct kernel_param_ops klp_enabled_ops = {
 };
 
 module_param_cb(enabled, &klp_enabled_ops, &klp_enabled, 0644);
-MODULE_PARM_DESC(enabled, "Make KVM's LAPIC timer fire on the vCPU's CPU (default: on)");
+MODULE_PARM_DESC(enabled, "Make KVM's LAPIC (and Hyper-V synthetic) timers fire on the vCPU's CPU (default: on)");
 
 static int klp_set_method(const char *val, const struct kernel_param *kp)
 {
@@ -252,4 +253,4 @@ module_exit(klp_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_VERSION(KLP_VERSION);
-MODULE_DESCRIPTION("Make KVM's emulated LAPIC timer fire on the vCPU's CPU");
+MODULE_DESCRIPTION("Make KVM's emulated LAPIC and Hyper-V synthetic timers fire on the vCPU's CPU");

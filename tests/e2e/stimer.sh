@@ -5,7 +5,7 @@
 # - control: switched off, stimer_timer_callback fires on the housekeeping
 #   CPU;
 # - call-site: every expiry on the vCPU's CPU, one pinned start per arm,
-#   none lost, counted in status/stimer_pinned;
+#   none lost, counted in status/stimer_pinned, none unmatched;
 # - call-site, the vCPU thread moved to CPU2 once: KVM does not move
 #   synthetic timers, so the one armed before the move expires on CPU1
 #   and every later one on CPU2; and floating between CPUs 1 and 2: every
@@ -27,9 +27,10 @@ group_stimer() {
 	callsite)
 		pinned "stimer fix 10ms" 20
 		starts "stimer fix 10ms" 20
-		check_nohz "stimer fix: counted" \
-			"stimer_pinned $before -> $(status stimer_pinned)" \
-			'[ "$(status stimer_pinned)" -ge $((before + STARTS)) ]'
+		check_nohz "stimer fix: counted, each identified" \
+			"stimer_pinned $before -> $(status stimer_pinned), unmatched $(status stimer_unmatched)" \
+			'[ "$(status stimer_pinned)" -ge $((before + STARTS)) ] &&
+			 [ "$(status stimer_unmatched)" = 0 ]'
 		stimer_migration
 		float stimer 10000 100
 		float stimer 1000 500
