@@ -6,9 +6,12 @@
 #   while it arms 1 ms and 10 ms one-shot and TSC-deadline timers: every
 #   expiry on the CPU that last started that timer, every interrupt
 #   delivered; switched off, the expiries are elsewhere.  The re-arm has a
-#   window the call-site method has not: a 1 ms timer may fire on the
-#   housekeeping CPU before the module moves it; there, every timer the
-#   module pinned expires where it was started, and the others are shown.
+#   window the call-site method has not: a timer may fire on the
+#   housekeeping CPU before the module moves it (a 1 ms one often; any,
+#   when the vCPU thread is preempted between KVM's arm and the module's
+#   return handler, as on -rt under load); there, every timer the module
+#   pinned expires where it was started, and at most 1 in 20 expiries are
+#   such early ones.
 group_migration() {
 	run_timer --mode periodic --interval-us 10000 --count 40 --cpu $VCPU \
 		--migrate-to 2 --migrate-after 20
@@ -56,11 +59,11 @@ float() { # mode interval_us count
 	name="floating $1 $(($2 / 1000))ms"
 	count=$3
 	float_run "$@"
-	away=$AWAY
-	[ "$METHOD $2" = "rearm 1000" ] && away=$AWAY_PINNED
+	early=0
+	[ "$METHOD" = rearm ] && early=$((AWAY - AWAY_PINNED))
 	check "$name: on the CPU that started it" \
 		"$(hist) away=$AWAY away_pinned=$AWAY_PINNED starts=$STARTS" \
-		'[ "$away" = 0 ] && [ "$N1" -gt 0 ] && [ "$N2" -gt 0 ] &&
-		 [ "$TOTAL" -ge $((count / 2)) ]'
+		'[ $((AWAY - early)) = 0 ] && [ $((early * 20)) -le "$TOTAL" ] &&
+		 [ "$N1" -gt 0 ] && [ "$N2" -gt 0 ] && [ "$TOTAL" -ge $((count / 2)) ]'
 	no_loss "$name"
 }
