@@ -3,8 +3,9 @@
 # bench/run.sh.  CPU0 is housekeeping, CPUs 1-2 are nohz_full; the vCPU
 # runs on CPU1.  For each configuration (stock, tm0, upstream, callsite,
 # rearm, disabled: see configure) it runs the KVM workload in every timer
-# mode and interval, tracing where apic_timer_fn fires, and then the host
-# hrtimer workload.  It prints:
+# mode and interval, tracing where the timer's callback fires (apic_timer_fn;
+# stimer_timer_callback in stimer mode), and then the host hrtimer workload.
+# It prints:
 #
 #   CONFIG name                      the configuration the next lines are for
 #   KPROBES method=M type=T probe=P flags=F
@@ -68,7 +69,9 @@ run_timer() {
 	echo "RUN mode=$1 interval_us=$2"
 	cat /tmp/run.out
 	[ "$ok" = 1 ] || error "workload failed: mode=$1 interval_us=$2"
-	awk -v vcpu=$VCPU '/apic_timer_fn/ && !/^#/ {
+	fn=apic_timer_fn
+	[ "$1" != stimer ] || fn=stimer_timer_callback
+	awk -v vcpu=$VCPU -v fn="$fn" 'index($0, fn) && !/^#/ {
 			match($0, /\[[0-9]+\]/)
 			if (substr($0, RSTART + 1, RLENGTH - 2) + 0 == vcpu)
 				n++
@@ -101,7 +104,7 @@ swap_kvm() {
 	fi
 	modprobe kvm_amd || error "cannot load kvm_amd"
 	idle_vm_start || error "idle VM did not start"
-	trace_setup || error "cannot trace apic_timer_fn"
+	trace_setup || error "cannot trace the timer callbacks"
 }
 
 # pin_load METHOD: load kvm_lapic_pin with method=METHOD; print its probes.
@@ -156,11 +159,11 @@ online_cpus
 grep -q 1-2 /sys/devices/system/cpu/nohz_full || error "CPUs 1-2 not nohz_full"
 modprobe kvm_amd || error "cannot load kvm_amd"
 idle_vm_start || error "idle VM did not start"
-trace_setup || error "cannot trace apic_timer_fn"
+trace_setup || error "cannot trace the timer callbacks"
 
 for config in stock tm0 upstream callsite rearm disabled; do
 	configure $config
-	for mode in oneshot tscdeadline periodic; do
+	for mode in oneshot tscdeadline periodic stimer; do
 		for ic in $(echo "$BENCH_COUNTS" | tr , ' '); do
 			run=0
 			while [ $run -lt "$BENCH_RUNS" ]; do

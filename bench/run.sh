@@ -257,8 +257,8 @@ table_txt() {
 	function cost(m, k, c, w, i,   key) {
 		key = m SUBSEP k SUBSEP "icount" SUBSEP c SUBSEP w SUBSEP i
 		if (!(key in v))
-			return sprintf("%-19s %6s %6s  ", "MISSING", "", "")
-		return sprintf("%-19s %6s %6s  ", v[key] " [" p10[key] "-" p90[key] "]",
+			return sprintf("%-19s %6s %6s ", "MISSING", "", "")
+		return sprintf("%-19s %6s %6s ", v[key] " [" p10[key] "-" p90[key] "]",
 			       diff(m, k, c, w, i, "stock"), diff(m, k, c, w, i, "upstream"))
 	}
 	# median, p99, max in us, and the median relative to stock
@@ -297,7 +297,8 @@ table_txt() {
 		nk = split(kernels, K, " ")
 		nc = split(configs, C, " ")
 		kw = 6	# width of the kernel column
-		split("oneshot tscdeadline periodic", M, " ")
+		nm = split("oneshot tscdeadline periodic stimer", M, " ")
+		na = split("oneshot tscdeadline stimer", A, " ")	# modes that arm per expiry
 		split("1000 10000 50000", I, " ")
 		split("wallclock icount", B, " ")
 		printf "kvm-lapic-pin benchmark: Debian"
@@ -325,47 +326,58 @@ table_txt() {
 		print "  wallclock: " wallclock
 		print "  icount:    " icount
 		print ""
-		print "1. Locality: % of apic_timer_fn expiries on the vCPU'"'"'s CPU. The hrtimer"
-		print "   core keeps a timer on the arming CPU when it expires before the"
-		print "   housekeeping CPU'"'"'s next event (its tick: HZ=250), as 1 ms timers often"
-		print "   do; a periodic timer stays where its first expiry was queued."
+		print "1. Locality: % of timer expiries on the vCPU'"'"'s CPU: of apic_timer_fn, or in"
+		print "   stimer mode (Hyper-V synthetic timer 0, one-shot, direct mode) of"
+		print "   stimer_timer_callback, which the upstream fix and method=rearm leave"
+		print "   as KVM arms it. The hrtimer core keeps a timer on the arming CPU when it"
+		print "   expires before the housekeeping CPU'"'"'s next event (its tick: HZ=250), as"
+		print "   1 ms timers often do; a periodic timer stays where its first expiry was"
+		print "   queued."
 		printf "%-" (kw + 20) "s", ""
-		for (m = 1; m <= 3; m++)
+		for (m = 1; m <= nm; m++)
 			printf "%-21s", M[m]
 		printf "\n" KF " %-9s %-9s", "kernel", "boot", "config"
-		for (m = 1; m <= 3; m++)
+		for (m = 1; m <= nm; m++)
 			printf "%6s %6s %6s  ", "1ms", "10ms", "50ms"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (b = 1; b <= 2; b++)
 				for (c = 1; c <= nc; c++) {
 					printf KF " %-9s %-9s", K[k], B[b], C[c]
-					for (m = 1; m <= 3; m++)
+					for (m = 1; m <= nm; m++)
 						for (i = 1; i <= 3; i++)
 							printf "%6s%s", cell("locality", K[k], B[b], C[c], M[m], I[i]), i == 3 ? "  " : " "
 					print ""
 				}
 		print ""
-		print "2. Cost per LAPIC timer arm, icount boot: TSC ticks (= instructions) the L2"
-		print "   guest sees across its arming write (TMICT, or the TSC_DEADLINE MSR): one"
-		print "   VM exit handled by KVM in L1, start_sw_timer and the module'"'"'s probes"
-		print "   included. median [p10-p90] over all arms of all runs, then the median"
-		print "   minus stock'"'"'s and minus upstream'"'"'s."
-		printf KF " %-8s %-9s %-35s%s\n", "kernel", "interval", "config", "oneshot", "tscdeadline"
-		printf "%-" (kw + 20) "s", ""
-		for (m = 1; m <= 2; m++)
-			printf "%-19s %6s %6s  ", "median [p10-p90]", "-stock", "-upstr"
+		print "2. Cost per timer arm, icount boot: TSC ticks (= instructions) the L2 guest"
+		print "   sees across its arming write (TMICT, or the TSC_DEADLINE MSR: one VM exit;"
+		print "   stimer: the reference counter'"'"'s rdmsr and the STIMER0_COUNT wrmsr, two),"
+		print "   handled by KVM in L1, the hrtimer start (start_sw_timer, or"
+		print "   kvm_hv_process_stimers before the vCPU re-enters) and the module'"'"'s"
+		print "   probes included. median [p10-p90] over all arms of all runs, then the"
+		print "   median minus stock'"'"'s and minus upstream'"'"'s."
+		printf KF " %-8s %-9s", "kernel", "interval", "config"
+		for (a = 1; a <= na; a++)
+			printf " %-34s", A[a]
+		printf "\n%-" (kw + 19) "s", ""
+		for (a = 1; a <= na; a++)
+			printf " %-19s %6s %6s ", "median [p10-p90]", "-stock", "-upstr"
 		print ""
 		for (k = 1; k <= nk; k++)
 			for (i = 1; i <= 3; i++)
-				for (c = 1; c <= nc; c++)
-					printf KF " %-8s %-9s %s%s\n", K[k], I[i] / 1000 "ms", C[c],
-					       cost("arm_cost", K[k], C[c], "oneshot", I[i]),
-					       cost("arm_cost", K[k], C[c], "tscdeadline", I[i])
+				for (c = 1; c <= nc; c++) {
+					printf KF " %-8s %-9s", K[k], I[i] / 1000 "ms", C[c]
+					for (a = 1; a <= na; a++)
+						printf " %s", cost("arm_cost", K[k], C[c], A[a], I[i])
+					print ""
+				}
 		print ""
-		print "3. The call-site method against the upstream fix, from table 2: callsite"
-		print "   minus upstream, in ticks and as % of a stock arm; rearm minus upstream;"
-		print "   and the ratio of the two (the share of the re-arm'"'"'s extra cost left)."
+		print "3. The call-site method against the upstream fix, from table 2, for the"
+		print "   LAPIC timer (neither the fix nor the re-arm pins a synthetic timer):"
+		print "   callsite minus upstream, in ticks and as % of a stock arm; rearm minus"
+		print "   upstream; and the ratio of the two (the share of the re-arm'"'"'s extra"
+		print "   cost left)."
 		printf KF " %-8s %-39s%s\n", "kernel", "interval", "oneshot", "tscdeadline"
 		printf KF " %-8s ", "", ""
 		for (m = 1; m <= 2; m++)
@@ -390,15 +402,20 @@ table_txt() {
 		print "   compare configurations. Wall-clock latencies (table.csv, latency.png) are"
 		print "   host time of a TCG guest ~100x slower than hardware, and vary 2x from run"
 		print "   to run: they do not separate the configurations."
-		printf "%-" (kw + 11) "s%-30s%s\n", "", "oneshot", "tscdeadline"
-		printf KF " %-9s ", "kernel", "config"
-		for (j = 0; j < 2; j++)
+		printf "%-" (kw + 11) "s", ""
+		for (a = 1; a <= na; a++)
+			printf "%-30s", A[a]
+		printf "\n" KF " %-9s ", "kernel", "config"
+		for (a = 1; a <= na; a++)
 			printf "%6s %6s %6s %8s ", "med", "p99", "max", "vs stock"
 		print ""
 		for (k = 1; k <= nk; k++)
-			for (c = 1; c <= nc; c++)
-				printf KF " %-9s %s%s\n", K[k], C[c], lat(K[k], C[c], "oneshot"),
-				       lat(K[k], C[c], "tscdeadline")
+			for (c = 1; c <= nc; c++) {
+				printf KF " %-9s ", K[k], C[c]
+				for (a = 1; a <= na; a++)
+					printf "%s", lat(K[k], C[c], A[a])
+				print ""
+			}
 		print ""
 		print "6. The module'"'"'s probes on kvm.ko, icount boot (debugfs kprobes/list right"
 		print "   after loading it): k = kprobe, r = kretprobe; OPTIMIZED = a jump instead"
@@ -419,8 +436,8 @@ table_txt() {
 # $OUT/latency.png: distribution of the latency at 10 ms per configuration,
 # one panel per kernel (rows) and boot and mode (columns), as in table.txt.
 # Configurations that measure about the same (stock and disabled; tm0,
-# upstream and callsite, under icount) draw on top of each other: thick and
-# thin lines.
+# upstream and callsite, under icount; in stimer mode upstream and rearm
+# with stock) draw on top of each other: thick and thin lines.
 plot() {
 	local k b m c i line panels=() sorted=$WORK/plot/samples-by-value.csv
 	local -a configs
@@ -430,7 +447,7 @@ plot() {
 	sort -t, -k7,7n "$OUT/samples.csv" >"$sorted"
 	for k; do
 		for b in icount wallclock; do
-			for m in oneshot tscdeadline; do
+			for m in oneshot tscdeadline stimer; do
 				# CDF points per configuration, one data block each
 				awk -F, -v k="$k" -v b="$b" -v m="$m" -v configs="$CONFIGS" '
 				$1 == k && $2 == b && $4 == m && $5 == 10000 && $6 == "latency_ns" {
@@ -449,9 +466,9 @@ plot() {
 		done
 	done
 	gnuplot <<-EOF
-	set terminal pngcairo size 1800,$((420 * $#)) font ",10"
+	set terminal pngcairo size 2700,$((420 * $#)) font ",10"
 	set output "$OUT/latency.png"
-	set multiplot layout $#,4 title "kvm-lapic-pin: deadline-to-handler latency at 10 ms (CDF; icount: virtual us = 1000 instructions; wallclock: host us under TCG)"
+	set multiplot layout $#,6 title "kvm-lapic-pin: deadline-to-handler latency at 10 ms (CDF; icount: virtual us = 1000 instructions; wallclock: host us under TCG)"
 	set xlabel "latency (us)"
 	set ylabel "fraction of timer interrupts"
 	set yrange [0:1]

@@ -21,11 +21,13 @@ idle_vm_start() {
 	grep -q 'IDLE ready' /tmp/idle.out
 }
 
-# Function-trace apic_timer_fn; set up once per kvm load, so that runs only
-# flip tracing_on (no code patching between runs).
+# Function-trace the callbacks of KVM's LAPIC timer and Hyper-V synthetic
+# timers; set up once per kvm load, so that runs only flip tracing_on (no
+# code patching between runs).
 trace_setup() {
 	echo 0 >$T/tracing_on
 	echo nop >$T/current_tracer
 	echo apic_timer_fn >$T/set_ftrace_filter &&
+		echo stimer_timer_callback >>$T/set_ftrace_filter &&
 		echo function >$T/current_tracer
 }
