@@ -3,13 +3,14 @@
 # CPU0 is housekeeping, CPUs 1-2 are nohz_full; the vCPU runs on CPU1.
 # Every group runs once per method (call-site, then re-arm); each file
 # says what its group proves.  Prints one line per test: "PASS method:
-# name: detail", "FAIL ..." or "SKIP ...: why"; the host counts them.
+# name: detail", "FAIL ..." or "SKIP ...: why"; the host counts them;
+# "INFO" lines (such as each group's time) are for the console log.
 # shellcheck disable=SC2034  # METHOD is read by checks.sh
 set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration stimer lifecycle input udev fallback; do
+for f in checks load fix migration stimer multi lifecycle input udev fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
@@ -18,17 +19,21 @@ scan_dmesg() {
 	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|lockdep|circular locking|stall|kprobe.*(fail|error)|Call Trace'
 }
 
+# timed GROUP: run it, and say how long it took (an INFO line).
+timed() {
+	t0=$(date +%s)
+	"$1"
+	echo "INFO $METHOD: time ${1#group_}: $(($(date +%s) - t0)) s"
+}
+
 events_setup
 for METHOD in callsite rearm; do
 	group_load
 	[ "$METHOD" = callsite ] && CALLSITE_SYMBOLS=$(status symbols)
 	idle_vm
-	group_fix
-	group_migration
-	group_stimer
-	group_input
-	group_lifecycle
-	group_udev
+	for g in fix migration stimer multi input lifecycle udev; do
+		timed group_$g
+	done
 	rmmod kvm_lapic_pin
 	idle_vm_stop
 	kvm_unload
