@@ -10,7 +10,7 @@ set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration stimer multi lifecycle input udev fallback; do
+for f in checks load fix migration stimer multi storm lifecycle input udev fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
@@ -31,7 +31,7 @@ for METHOD in callsite rearm; do
 	group_load
 	[ "$METHOD" = callsite ] && CALLSITE_SYMBOLS=$(status symbols)
 	idle_vm
-	for g in fix migration stimer multi input lifecycle udev; do
+	for g in fix migration stimer multi storm input lifecycle udev; do
 		timed group_$g
 	done
 	rmmod kvm_lapic_pin
