@@ -39,6 +39,13 @@ check_nohz() { # name detail condition
 	fi
 }
 
+# timed FUNCTION: run it, and say how long it took (an INFO line).
+timed() {
+	set -- "$1" "$(date +%s)"
+	"$1"
+	echo "INFO $METHOD: time ${1#group_}: $(($(date +%s) - $2)) s"
+}
+
 status() {
 	cat $PIN/status/"$1"
 }

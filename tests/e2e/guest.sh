@@ -19,13 +19,6 @@ scan_dmesg() {
 	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|lockdep|circular locking|stall|kprobe.*(fail|error)|Call Trace'
 }
 
-# timed GROUP: run it, and say how long it took (an INFO line).
-timed() {
-	t0=$(date +%s)
-	"$1"
-	echo "INFO $METHOD: time ${1#group_}: $(($(date +%s) - t0)) s"
-}
-
 events_setup
 for METHOD in callsite rearm; do
 	group_load

@@ -20,7 +20,12 @@ group_storm() {
 			'klp.storms=[a-z]*' /proc/cmdline || echo 'no klp.storms=') (tests/run.sh STORM_KERNELS)"
 		return
 	fi
+	timed storm_module
+	timed storm_switch
+	timed storm_kvm
+}
 
+storm_module() {
 	guests_start
 	i=0 bad='' missed=0
 	while [ $i -lt 20 ]; do
@@ -34,7 +39,9 @@ group_storm() {
 	check "module storm: removed and inserted 20x, each attached" \
 		"${bad:-all attached}, missed=$missed" \
 		'[ -z "$bad" ] && [ "$missed" = 0 ]'
+}
 
+storm_switch() {
 	guests_start
 	i=0
 	while [ $i -lt 250 ]; do
@@ -46,7 +53,9 @@ group_storm() {
 	check "toggle storm: toggled 500x, ends enabled" \
 		"enabled=$(cat $KNOB) missed=$(status missed)" \
 		'[ "$(cat $KNOB)" = Y ] && [ "$(status missed)" = 0 ]'
+}
 
+storm_kvm() {
 	idle_vm_stop
 	i=0 bad=''
 	while [ $i -lt 10 ]; do
