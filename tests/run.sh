@@ -18,7 +18,7 @@ MATRIX=(6.1 6.1-rt 6.12-bookworm 6.12-bookworm-rt 6.12-trixie 6.12-trixie-rt
 # flavour built with its gcc-14 in a chroot, and the newest line.
 QUICK=(6.1 6.12-trixie-rt 7.3)
 # The kernels whose VM runs the storm scenarios (tests/e2e/storm.sh, about
-# 80 s a round), and in which method's round: klp.storms=METHOD on their
+# 90 s a round), and in which method's round: klp.storms=METHOD on their
 # command line.  The other kernels and rounds SKIP them, to keep the whole
 # matrix within the CI budget.
 declare -rA STORM_KERNELS=([6.1]=callsite [6.12-trixie-rt]=rearm [7.3]=callsite)

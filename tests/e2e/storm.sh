@@ -16,8 +16,9 @@
 # STORM_KERNELS (CI budget); SKIP elsewhere.
 group_storm() {
 	if ! grep -qw "klp.storms=$METHOD" /proc/cmdline; then
-		result SKIP storms "not in this round on this kernel: $(grep -o \
-			'klp.storms=[a-z]*' /proc/cmdline || echo 'no klp.storms=') (tests/run.sh STORM_KERNELS)"
+		result SKIP storms "CI budget: they run in the round that \
+klp.storms=METHOD names (tests/run.sh STORM_KERNELS); here: $(grep -o \
+			'klp.storms=[a-z]*' /proc/cmdline || echo none)"
 		return
 	fi
 	timed storm_module
