@@ -1,9 +1,10 @@
 # shellcheck shell=sh
 # The e2e scenarios' vocabulary (busybox sh in the test VM), copied next to
 # them as /payload/checks.sh.  CPU0 is housekeeping, CPUs 1-2 are
-# nohz_full; the vCPU runs on CPU1.  Conditions are shell code handed to
-# check(), which evals them: single quotes and variables set only for
-# check() are deliberate.
+# nohz_full; the vCPU runs on CPU $VCPU (1; each_vcpu sets it for each
+# vCPU of a multi-vCPU run).  Conditions are shell code handed to check(),
+# which evals them: single quotes and variables set only for check() are
+# deliberate.
 # shellcheck disable=SC2016,SC2034
 
 PIN=/sys/module/kvm_lapic_pin
@@ -36,6 +37,13 @@ check_nohz() { # name detail condition
 	else
 		result SKIP "$1" "no nohz_full on this kernel"
 	fi
+}
+
+# timed FUNCTION: run it, and say how long it took (an INFO line).
+timed() {
+	set -- "$1" "$(date +%s)"
+	"$1"
+	echo "INFO $METHOD: time ${1#group_}: $(($(date +%s) - $2)) s"
 }
 
 status() {
@@ -75,8 +83,9 @@ events_setup() {
 	echo 1 >$T/events/timer/hrtimer_expire_entry/enable
 }
 
-# A traced workload run: trace_start, the run, trace_parse.  trace_parse
-# sets, from the trace of the timers whose callback is $FN: N0 N1 N2 (expiries per CPU),
+# A traced workload run: trace_start, the run, trace_parse [TID...].
+# trace_parse sets, from the trace of the timers whose callback is $FN
+# (and, given TIDs, that those threads started): N0 N1 N2 (expiries per CPU),
 # TOTAL, SEQ (the CPU of each expiry, in order), STARTS and PINNED_STARTS
 # (its hrtimer_start events, and those in a PINNED mode), AWAY (expiries
 # on another CPU than the one that last started that timer) and
@@ -88,7 +97,7 @@ trace_start() {
 
 trace_parse() {
 	echo 0 >$T/tracing_on
-	eval "$(awk -v fn="function=$FN " '
+	eval "$(awk -v fn="function=$FN " -v tids=" $* " '
 		!index($0, fn) { next }
 		{
 			match($0, /\[[0-9]+\]/)
@@ -96,6 +105,13 @@ trace_parse() {
 			match($0, /hrtimer=[0-9a-f]+/)
 			t = substr($0, RSTART, RLENGTH)
 		}
+		tids != "  " && / hrtimer_start:/ {
+			match($0, /-[0-9]+ +\[[0-9]+\]/)
+			if (!index(tids, " " substr($0, RSTART + 1, RLENGTH - 1) + 0 " "))
+				next
+			mine[t] = 1
+		}
+		tids != "  " && !(t in mine) { next }
 		/ hrtimer_start:/ {
 			starts++
 			pin[t] = $0 ~ /mode=[A-Z|]*PINNED/
@@ -125,6 +141,79 @@ run_timer() {
 	trace_parse
 }
 
+# run_vms NVMS NVCPUS HOW ARGS...: NVMS workloads (VMs) of NVCPUS vCPUs
+# each, with ARGS, at once, traced.  HOW=float: their vCPU threads are
+# moved between CPUs 1 and 2 every 5 ms while they run, each the other way
+# from the one before it; HOW=fixed: left where ARGS put them.  The
+# output of workload V is /tmp/vmV.out; VCPUS is how many vCPUs ran, and
+# ALL and ALL_PINNED the trace_parse TOTAL and PINNED_STARTS of the run.
+run_vms() {
+	NVMS=$1 VCPUS=$(($1 * $2)) nvcpus=$2 how=$3
+	shift 3
+	rm -f /tmp/vm*.out
+	trace_start
+	pids='' v=0
+	while [ $v -lt "$NVMS" ]; do
+		$W --vcpus "$nvcpus" "$@" >/tmp/vm$v.out &
+		pids="$pids $!"
+		v=$((v + 1))
+	done
+	# shellcheck disable=SC2086  # one word per pid
+	[ "$how" = fixed ] || float_vcpus $pids
+	# shellcheck disable=SC2086
+	wait $pids
+	trace_parse
+	ALL=$TOTAL ALL_PINNED=$PINNED_STARTS
+}
+
+float_vcpus() { # pid...
+	phase=1
+	while running "$@"; do
+		c=$phase
+		# shellcheck disable=SC2013  # one number a line
+		for tid in $(sed -n 's/^VCPU id=[0-9]* tid=//p' /tmp/vm*.out); do
+			taskset -pc $((1 + c % 2)) "$tid"
+			c=$((c + 1))
+		done
+		phase=$((phase + 1))
+		sleep 0.005
+	done >/dev/null 2>&1
+}
+
+running() { # pid...
+	for p; do
+		! kill -0 "$p" 2>/dev/null || return 0
+	done
+	return 1
+}
+
+# each_vcpu NAME COUNT CHECK: for each vCPU I of workload V of the
+# last run_vms, CHECK "NAME: vmV vcpuI" COUNT, with trace_parse's
+# variables for the timers its thread started, RES its RESULT line, and
+# VCPU the CPU that --cpus 1,2 gives it (I + 1).  Then: every vCPU
+# reported, and each expiry was of the timer of exactly one of them.
+each_vcpu() {
+	ev_name=$1 ev_fn=$3
+	ev_seen=0 ev_sum=0 ev_v=0
+	while [ $ev_v -lt "$NVMS" ]; do
+		# shellcheck disable=SC2013  # one word a line
+		for ev_vt in $(sed -n 's/^VCPU id=\([0-9]*\) tid=\([0-9]*\)$/\1:\2/p' \
+			/tmp/vm$ev_v.out); do
+			ev_id=${ev_vt%:*}
+			RES=$(grep "^RESULT .* vcpu=$ev_id\$" /tmp/vm$ev_v.out)
+			trace_parse "${ev_vt#*:}"
+			VCPU=$((ev_id + 1))
+			"$ev_fn" "$ev_name: vm$ev_v vcpu$ev_id" "$2"
+			ev_seen=$((ev_seen + 1)) ev_sum=$((ev_sum + TOTAL))
+		done
+		ev_v=$((ev_v + 1))
+	done
+	VCPU=1
+	check "$ev_name: each expiry of one vCPU's timer" \
+		"vcpus=$ev_seen of $VCPUS, expiries=$ev_sum of $ALL" \
+		'[ "$ev_seen" = "$VCPUS" ] && [ "$ev_sum" = "$ALL" ]'
+}
+
 field() { # name line
 	echo "$2" | sed -n "s/.* $1=\\([0-9]*\\).*/\\1/p"
 }
@@ -142,14 +231,15 @@ hist() {
 	echo "cpu0=$N0 cpu1=$N1 cpu2=$N2"
 }
 
-# Every expiry on the vCPU's CPU.  Enough expiries to mean something: KVM
-# delivers a TSC deadline that has passed by the time it is written without
-# the hrtimer, so the trace may hold fewer expiries than timers armed (the
-# guest's own count, no_loss, is exact).
+# Every expiry on the vCPU's CPU, $VCPU.  Enough expiries to mean
+# something: KVM delivers a TSC deadline that has passed by the time it is
+# written without the hrtimer, so the trace may hold fewer expiries than
+# timers armed (the guest's own count, no_loss, is exact).
 pinned() { # name count
 	count=$2
+	eval "on=\$N$VCPU"
 	check "$1: on vCPU CPU" "$(hist)" \
-		'[ "$N1" -eq "$TOTAL" ] && [ "$TOTAL" -ge $((count / 2)) ]'
+		'[ "$on" -eq "$TOTAL" ] && [ "$TOTAL" -ge $((count / 2)) ]'
 	no_loss "$1"
 }
 

@@ -3,13 +3,14 @@
 # CPU0 is housekeeping, CPUs 1-2 are nohz_full; the vCPU runs on CPU1.
 # Every group runs once per method (call-site, then re-arm); each file
 # says what its group proves.  Prints one line per test: "PASS method:
-# name: detail", "FAIL ..." or "SKIP ...: why"; the host counts them.
+# name: detail", "FAIL ..." or "SKIP ...: why"; the host counts them;
+# "INFO" lines (such as each group's time) are for the console log.
 # shellcheck disable=SC2034  # METHOD is read by checks.sh
 set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration stimer lifecycle input udev fallback; do
+for f in checks load fix migration stimer multi storm lifecycle input udev fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
@@ -23,12 +24,9 @@ for METHOD in callsite rearm; do
 	group_load
 	[ "$METHOD" = callsite ] && CALLSITE_SYMBOLS=$(status symbols)
 	idle_vm
-	group_fix
-	group_migration
-	group_stimer
-	group_input
-	group_lifecycle
-	group_udev
+	for g in fix migration stimer multi storm input lifecycle udev; do
+		timed group_$g
+	done
 	rmmod kvm_lapic_pin
 	idle_vm_stop
 	kvm_unload

@@ -13,14 +13,22 @@
  * (one VM exit, handled in KVM), are written by the guest into its memory
  * and summarised by the host; --dump prints them all.
  *
- * Exit status: 0 if received == armed, 1 otherwise (including watchdog
- * expiry), 2 on setup error or guest crash.
+ * With --vcpus N the VM has N vCPUs, each run by its own thread (vCPU 0
+ * by the main one) with its own timer, counts and samples: each vCPU's
+ * data page, stack and samples lie in its own region of guest memory,
+ * which its data and stack segments have as their base; the code, the IDT
+ * and the APIC (addressed through %es, based at 0) are shared.  Each vCPU
+ * prints "VCPU id=I tid=T" when its thread starts and its own RESULT line.
+ *
+ * Exit status: 0 if received == armed on every vCPU, 1 otherwise (including
+ * watchdog expiry), 2 on setup error or guest crash.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,14 +39,18 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #define XSTR(x)			STR(x)
 #define STR(x)			#x
 
-/* Guest physical memory layout (a single memslot starting at GPA 0). */
+/*
+ * Guest physical memory layout: a single memslot starting at GPA 0, one
+ * region per vCPU; the code and the IDT are in the first.  The addresses
+ * below are offsets in a vCPU's region (the base of its data and stack
+ * segments) but for CODE_GPA and IDT_GPA, which are guest physical.
+ */
 #define GDT_GPA			0x1000
 #define IDT_GPA			0x2000
 #define DATA_GPA		0x3000
@@ -48,6 +60,13 @@
 #define MAX_COUNT		1000000
 #define MEM_ALIGN		(2UL << 20)
 #define DUMP_PER_LINE		16
+#define MAX_VCPUS		16
+
+/* GDT selectors */
+#define SEL_CODE		0x08	/* flat 32-bit code */
+#define SEL_DATA		0x10	/* 32-bit data, based at the vCPU's region */
+#define SEL_FLAT		0x18	/* flat 32-bit data, for the APIC */
+#define GDT_ENTRIES		4
 
 /* struct guest_data field offsets, shared with the guest assembly. */
 #define D_MODE			0x00
@@ -144,7 +163,7 @@ _Static_assert(offsetof(struct guest_data, stimer_interval) == D_STIMER_INTERVAL
 	       "layout");
 
 #define D(off)			XSTR(DATA_GPA + off)
-#define APIC(reg)		XSTR(APIC_BASE + reg)
+#define APIC(reg)		"%es:" XSTR(APIC_BASE + reg)
 
 /*
  * Both arms start alike: push the low half of the TSC, and store (and leave
@@ -161,7 +180,8 @@ _Static_assert(offsetof(struct guest_data, stimer_interval) == D_STIMER_INTERVAL
 
 /*
  * Guest code, 32-bit, position independent apart from the absolute
- * addresses of the data page, the samples array and the APIC.
+ * addresses of the data page and the samples array (in the vCPU's region,
+ * through %ds) and of the APIC (through %es).
  *
  * guest_stubs: 256 16-byte stubs, one per vector, that report an
  * unexpected exception or interrupt to the host and halt.
@@ -365,25 +385,48 @@ struct options {
 	int mode;
 	unsigned long interval_us;
 	unsigned long count;
-	int cpu;
+	unsigned int vcpus;
+	unsigned int ncpus;		/* entries in cpus[]; 0: not pinned */
+	int cpus[MAX_VCPUS];
 	int migrate_to;
 	unsigned long migrate_after;
 	int idle;
 	int dump;
 };
 
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	uint32_t base;			/* GPA of its region */
+	int cpu;			/* to run on, or -1 */
+	pthread_t thread;
+	int rc;				/* run_vcpu()'s */
+};
+
 struct vm {
 	int kvm_fd;
 	int vm_fd;
-	int vcpu_fd;
-	struct kvm_run *run;
 	unsigned char *mem;
+	size_t region_size;
 	unsigned int tsc_khz;
 	int tsc_deadline;
+	const struct options *o;
+	unsigned int nr_vcpus;
+	struct vcpu vcpus[MAX_VCPUS];
 };
 
-static struct kvm_run *watchdog_run;
-static volatile sig_atomic_t watchdog_fired;
+/* Each vCPU thread's watchdog: a timer that signals that thread. */
+static __thread struct kvm_run *watchdog_run;
+static __thread volatile sig_atomic_t watchdog_fired;
+static __thread timer_t watchdog_timer;
+
+#ifndef sigev_notify_thread_id	/* glibc before 2.37 */
+#define sigev_notify_thread_id	_sigev_un._tid
+#endif
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 die(const char *fmt, ...)
@@ -402,9 +445,12 @@ static void __attribute__((noreturn)) usage(void)
 {
 	fprintf(stderr,
 		"usage: lapic-timer [--mode oneshot|tscdeadline|periodic|stimer]\n"
-		"                   [--interval-us U] [--count N] [--cpu C]\n"
+		"                   [--interval-us U] [--count N] [--vcpus V]\n"
+		"                   [--cpu C | --cpus C0,C1,...]\n"
 		"                   [--migrate-to D --migrate-after K] [--dump]\n"
-		"       lapic-timer --idle\n");
+		"       lapic-timer --idle\n"
+		"--cpus: vCPU i on CPU Ci, one CPU for each vCPU; --cpu C (or a\n"
+		"list of one): every vCPU on CPU C; neither: not pinned.\n");
 	exit(2);
 }
 
@@ -422,13 +468,31 @@ static unsigned long parse_ulong(const char *opt, const char *s,
 	return v;
 }
 
+/* --cpus C0,C1,...: o->cpus[] and o->ncpus. */
+static void parse_cpus(const char *opt, char *list, struct options *o,
+		       long ncpus)
+{
+	char *s, *save = NULL;
+
+	o->ncpus = 0;
+	for (s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+		if (o->ncpus == MAX_VCPUS)
+			die("%s: more than %d CPUs", opt, MAX_VCPUS);
+		o->cpus[o->ncpus++] = parse_ulong(opt, s, 0, ncpus - 1);
+	}
+	if (!o->ncpus)
+		die("%s: no CPU", opt);
+}
+
 static void parse_args(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
 		{ "mode", required_argument, NULL, 'm' },
 		{ "interval-us", required_argument, NULL, 'i' },
 		{ "count", required_argument, NULL, 'n' },
+		{ "vcpus", required_argument, NULL, 'v' },
 		{ "cpu", required_argument, NULL, 'c' },
+		{ "cpus", required_argument, NULL, 'C' },
 		{ "migrate-to", required_argument, NULL, 't' },
 		{ "migrate-after", required_argument, NULL, 'a' },
 		{ "idle", no_argument, NULL, 'I' },
@@ -441,7 +505,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 
 	*o = (struct options) {
 		.mode = MODE_ONESHOT, .interval_us = 10000, .count = 20,
-		.cpu = -1, .migrate_to = -1,
+		.vcpus = 1, .migrate_to = -1,
 	};
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -462,8 +526,15 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'n':
 			o->count = parse_ulong("--count", optarg, 1, MAX_COUNT);
 			break;
+		case 'v':
+			o->vcpus = parse_ulong("--vcpus", optarg, 1, MAX_VCPUS);
+			break;
 		case 'c':
-			o->cpu = parse_ulong("--cpu", optarg, 0, ncpus - 1);
+			o->cpus[0] = parse_ulong("--cpu", optarg, 0, ncpus - 1);
+			o->ncpus = 1;
+			break;
+		case 'C':
+			parse_cpus("--cpus", optarg, o, ncpus);
 			break;
 		case 't':
 			o->migrate_to = parse_ulong("--migrate-to", optarg,
@@ -489,6 +560,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		die("--migrate-to and --migrate-after go together");
 	if (o->migrate_after >= o->count)
 		die("--migrate-after must be less than --count");
+	if (o->ncpus > 1 && o->ncpus != o->vcpus)
+		die("--cpus: %u CPUs for %u vCPUs", o->ncpus, o->vcpus);
 }
 
 static void set_cpu(int cpu)
@@ -525,7 +598,7 @@ static struct kvm_cpuid2 *get_cpuid(int fd, unsigned long req, const char *name)
  * The vCPU's CPUID: what KVM supports, the TSC deadline timer, and for
  * --mode stimer the Hyper-V leaves in place of KVM's own.
  */
-static void set_cpuid(struct vm *vm, int hyperv)
+static void set_cpuid(struct vm *vm, struct vcpu *vcpu, int hyperv)
 {
 	struct kvm_cpuid2 *cpuid, *hv;
 	unsigned int i, n = 0;
@@ -546,7 +619,7 @@ static void set_cpuid(struct vm *vm, int hyperv)
 	}
 	cpuid->nent = n;
 	if (hyperv) {
-		hv = get_cpuid(vm->vcpu_fd, KVM_GET_SUPPORTED_HV_CPUID,
+		hv = get_cpuid(vcpu->fd, KVM_GET_SUPPORTED_HV_CPUID,
 			       "KVM_GET_SUPPORTED_HV_CPUID");
 		cpuid = realloc(cpuid, sizeof(*cpuid) + (n + hv->nent) *
 				sizeof(cpuid->entries[0]));
@@ -558,26 +631,61 @@ static void set_cpuid(struct vm *vm, int hyperv)
 		free(hv);
 	}
 
-	if (ioctl(vm->vcpu_fd, KVM_SET_CPUID2, cpuid))
+	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid))
 		die("KVM_SET_CPUID2: %s", strerror(errno));
 	free(cpuid);
 }
 
 /* The SynIC, which the synthetic timers need, on for the vCPU. */
-static void enable_synic(struct vm *vm)
+static void enable_synic(struct vcpu *vcpu)
 {
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_HYPERV_SYNIC2 };
 
-	if (ioctl(vm->vcpu_fd, KVM_ENABLE_CAP, &cap))
+	if (ioctl(vcpu->fd, KVM_ENABLE_CAP, &cap))
 		die("KVM_ENABLE_CAP(KVM_CAP_HYPERV_SYNIC2): %s",
 		    strerror(errno));
 }
 
-static void create_vm(struct vm *vm, size_t mem_size, int hyperv)
+static void create_vcpu(struct vm *vm, unsigned int id, int hyperv)
 {
-	struct kvm_userspace_memory_region region;
+	struct vcpu *vcpu = &vm->vcpus[id];
 	int run_size, ret;
 
+	vcpu->vm = vm;
+	vcpu->id = id;
+	vcpu->base = id * vm->region_size;
+	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
+	if (vcpu->fd < 0)
+		die("KVM_CREATE_VCPU(%u): %s", id, strerror(errno));
+	run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size < (int)sizeof(*vcpu->run))
+		die("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+	vcpu->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 vcpu->fd, 0);
+	if (vcpu->run == MAP_FAILED)
+		die("mmap kvm_run: %s", strerror(errno));
+
+	set_cpuid(vm, vcpu, hyperv);
+	if (hyperv)
+		enable_synic(vcpu);
+
+	ret = ioctl(vcpu->fd, KVM_GET_TSC_KHZ, 0);
+	if (ret <= 0)
+		die("KVM_GET_TSC_KHZ: %s", ret ? strerror(errno) : "zero");
+	vm->tsc_khz = ret;
+}
+
+/* A VM with @nr_vcpus vCPUs, each with a region of @region_size bytes. */
+static void create_vm(struct vm *vm, unsigned int nr_vcpus,
+		      size_t region_size, int hyperv)
+{
+	struct kvm_userspace_memory_region region;
+	size_t mem_size = nr_vcpus * region_size;
+	unsigned int i;
+	int ret;
+
+	vm->nr_vcpus = nr_vcpus;
+	vm->region_size = region_size;
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0)
 		die("open /dev/kvm: %s", strerror(errno));
@@ -605,63 +713,54 @@ static void create_vm(struct vm *vm, size_t mem_size, int hyperv)
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0))
 		die("KVM_CREATE_IRQCHIP: %s", strerror(errno));
 
-	vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
-	if (vm->vcpu_fd < 0)
-		die("KVM_CREATE_VCPU: %s", strerror(errno));
-	run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (run_size < (int)sizeof(*vm->run))
-		die("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
-	vm->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		       vm->vcpu_fd, 0);
-	if (vm->run == MAP_FAILED)
-		die("mmap kvm_run: %s", strerror(errno));
-
-	set_cpuid(vm, hyperv);
-	if (hyperv)
-		enable_synic(vm);
-
-	ret = ioctl(vm->vcpu_fd, KVM_GET_TSC_KHZ, 0);
-	if (ret <= 0)
-		die("KVM_GET_TSC_KHZ: %s", ret ? strerror(errno) : "zero");
-	vm->tsc_khz = ret;
+	for (i = 0; i < nr_vcpus; i++)
+		create_vcpu(vm, i, hyperv);
 }
 
-static void set_flat_segment(struct kvm_segment *s, uint16_t sel,
-			     uint8_t type)
+static struct guest_data *vcpu_data(const struct vcpu *vcpu)
+{
+	return (struct guest_data *)(vcpu->vm->mem + vcpu->base + DATA_GPA);
+}
+
+static int64_t *vcpu_samples(const struct vcpu *vcpu)
+{
+	return (int64_t *)(vcpu->vm->mem + vcpu->base + SAMPLES_GPA);
+}
+
+static void set_segment(struct kvm_segment *s, uint16_t sel, uint8_t type,
+			uint32_t base)
 {
 	*s = (struct kvm_segment) {
-		.base = 0, .limit = 0xffffffff, .selector = sel, .type = type,
+		.base = base, .limit = 0xffffffff, .selector = sel, .type = type,
 		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
 	};
 }
 
-static void setup_guest(struct vm *vm, const struct options *o)
+/* A 4 GiB, 32-bit, present, DPL 0 code or data descriptor at @base. */
+static uint64_t gdt_entry(uint32_t base, uint8_t type)
 {
-	uint64_t *gdt = (uint64_t *)(vm->mem + GDT_GPA);
-	uint32_t *idt = (uint32_t *)(vm->mem + IDT_GPA);
-	struct guest_data *data = (struct guest_data *)(vm->mem + DATA_GPA);
-	size_t code_size = guest_code_end - guest_code;
+	return 0x00cf80000000ffffull | (uint64_t)(0x10 | type) << 40 |
+	       (uint64_t)(base & 0xffffff) << 16 |
+	       (uint64_t)(base >> 24) << 56;
+}
+
+/* The vCPU's GDT, data page, segments and registers, in its region. */
+static void setup_vcpu(struct vcpu *vcpu, const struct options *o)
+{
+	struct vm *vm = vcpu->vm;
+	uint64_t *gdt = (uint64_t *)(vm->mem + vcpu->base + GDT_GPA);
+	struct guest_data *data = vcpu_data(vcpu);
+	/* KVM starts vCPUs other than the BSP waiting for INIT/SIPI. */
+	struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
-	unsigned int v;
 
-	if (code_size > STACK_TOP - CODE_GPA - 0x1000)
-		die("guest code too large");
-	memcpy(vm->mem + CODE_GPA, guest_code, code_size);
+	vcpu->cpu = o->ncpus ? o->cpus[o->ncpus > 1 ? vcpu->id : 0] : -1;
 
 	gdt[0] = 0;
-	gdt[1] = 0x00cf9b000000ffffull;	/* 0x08: flat 32-bit code */
-	gdt[2] = 0x00cf93000000ffffull;	/* 0x10: flat 32-bit data */
-
-	/* 32-bit interrupt gates, selector 0x08, DPL 0. */
-	for (v = 0; v < 256; v++) {
-		uint32_t handler = CODE_GPA + (v == TIMER_VECTOR ?
-			guest_timer_isr - guest_code :
-			guest_stubs - guest_code + 16 * v);
-
-		idt[2 * v] = (0x08 << 16) | (handler & 0xffff);
-		idt[2 * v + 1] = (handler & 0xffff0000) | 0x8e00;
-	}
+	gdt[SEL_CODE / 8] = gdt_entry(0, 0xb);
+	gdt[SEL_DATA / 8] = gdt_entry(vcpu->base, 0x3);
+	gdt[SEL_FLAT / 8] = gdt_entry(0, 0x3);
 
 	data->mode = o->mode;
 	data->count = o->count;
@@ -670,27 +769,57 @@ static void setup_guest(struct vm *vm, const struct options *o)
 	data->stimer_interval = o->interval_us * 10;
 	data->arm_samples = SAMPLES_GPA + o->count * sizeof(int64_t);
 
-	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs))
+	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs))
 		die("KVM_GET_SREGS: %s", strerror(errno));
-	set_flat_segment(&sregs.cs, 0x08, 0xb);
-	set_flat_segment(&sregs.ds, 0x10, 0x3);
-	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-	sregs.gdt.base = GDT_GPA;
-	sregs.gdt.limit = 3 * 8 - 1;
+	set_segment(&sregs.cs, SEL_CODE, 0xb, 0);
+	set_segment(&sregs.ds, SEL_DATA, 0x3, vcpu->base);
+	sregs.ss = sregs.ds;
+	set_segment(&sregs.es, SEL_FLAT, 0x3, 0);
+	sregs.fs = sregs.gs = sregs.es;
+	sregs.gdt.base = vcpu->base + GDT_GPA;
+	sregs.gdt.limit = GDT_ENTRIES * 8 - 1;
 	sregs.idt.base = IDT_GPA;
 	sregs.idt.limit = 256 * 8 - 1;
 	sregs.cr0 = 0x11;		/* PE | ET, no paging */
 	sregs.cr4 = 0;
 	sregs.efer = 0;
-	if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sregs))
+	if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs))
 		die("KVM_SET_SREGS: %s", strerror(errno));
 
 	memset(&regs, 0, sizeof(regs));
 	regs.rip = CODE_GPA;
 	regs.rsp = STACK_TOP;
 	regs.rflags = 0x2;
-	if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &regs))
+	if (ioctl(vcpu->fd, KVM_SET_REGS, &regs))
 		die("KVM_SET_REGS: %s", strerror(errno));
+	if (ioctl(vcpu->fd, KVM_SET_MP_STATE, &mp))
+		die("KVM_SET_MP_STATE: %s", strerror(errno));
+}
+
+/* The shared code and IDT, then each vCPU's own state. */
+static void setup_guest(struct vm *vm, const struct options *o)
+{
+	uint32_t *idt = (uint32_t *)(vm->mem + IDT_GPA);
+	size_t code_size = guest_code_end - guest_code;
+	unsigned int v;
+
+	if (code_size > STACK_TOP - CODE_GPA - 0x1000)
+		die("guest code too large");
+	memcpy(vm->mem + CODE_GPA, guest_code, code_size);
+
+	/* 32-bit interrupt gates, selector SEL_CODE, DPL 0. */
+	for (v = 0; v < 256; v++) {
+		uint32_t handler = CODE_GPA + (v == TIMER_VECTOR ?
+			guest_timer_isr - guest_code :
+			guest_stubs - guest_code + 16 * v);
+
+		idt[2 * v] = (SEL_CODE << 16) | (handler & 0xffff);
+		idt[2 * v + 1] = (handler & 0xffff0000) | 0x8e00;
+	}
+
+	vm->o = o;
+	for (v = 0; v < vm->nr_vcpus; v++)
+		setup_vcpu(&vm->vcpus[v], o);
 }
 
 static void watchdog_handler(int sig)
@@ -700,15 +829,29 @@ static void watchdog_handler(int sig)
 	watchdog_run->immediate_exit = 1;
 }
 
-static void watchdog_arm(long ms)
+/* This thread's watchdog, on @run: SIGALRM to this thread. */
+static void watchdog_init(struct kvm_run *run)
 {
-	struct itimerval it = {
-		.it_value.tv_sec = ms / 1000,
-		.it_value.tv_usec = ms % 1000 * 1000,
+	struct sigevent sev = {
+		.sigev_notify = SIGEV_THREAD_ID,
+		.sigev_signo = SIGALRM,
 	};
 
-	if (setitimer(ITIMER_REAL, &it, NULL))
-		die("setitimer: %s", strerror(errno));
+	sev.sigev_notify_thread_id = gettid();
+	watchdog_run = run;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &watchdog_timer))
+		die("timer_create: %s", strerror(errno));
+}
+
+static void watchdog_arm(long ms)
+{
+	struct itimerspec it = {
+		.it_value.tv_sec = ms / 1000,
+		.it_value.tv_nsec = ms % 1000 * 1000000,
+	};
+
+	if (timer_settime(watchdog_timer, 0, &it, NULL))
+		die("timer_settime: %s", strerror(errno));
 }
 
 static int cmp_s64(const void *a, const void *b)
@@ -739,14 +882,14 @@ static void dump_sample(const char *tag, unsigned int i, unsigned int n,
  * in the order taken, DUMP_PER_LINE to a line: N latencies on "LAT" lines
  * and M arm costs on "ARM" lines.
  */
-static void dump_samples(const struct vm *vm, const struct options *o,
-			 unsigned int n)
+static void dump_samples(const struct vcpu *vcpu, unsigned int n)
 {
-	const struct guest_data *data =
-		(const struct guest_data *)(vm->mem + DATA_GPA);
-	const int64_t *lat = (const int64_t *)(vm->mem + SAMPLES_GPA);
-	const uint32_t *arm = (const uint32_t *)(vm->mem + data->arm_samples);
-	unsigned int arms = data->arms < o->count ? data->arms : o->count;
+	const struct vm *vm = vcpu->vm;
+	const struct guest_data *data = vcpu_data(vcpu);
+	const int64_t *lat = vcpu_samples(vcpu);
+	const uint32_t *arm = (const uint32_t *)(vm->mem + vcpu->base +
+						 data->arm_samples);
+	unsigned int arms = data->arms < vm->o->count ? data->arms : vm->o->count;
 	unsigned int i;
 
 	printf("SAMPLES tsc_khz=%u lat=%u arm=%u\n", vm->tsc_khz, n, arms);
@@ -756,15 +899,18 @@ static void dump_samples(const struct vm *vm, const struct options *o,
 		dump_sample("ARM ", i, arms, arm[i]);
 }
 
-static void print_result(struct vm *vm, const struct options *o,
-			 int cpu_start)
+/* The vCPU's --dump lines and its RESULT line, together. */
+static void print_result(const struct vcpu *vcpu, int cpu_start)
 {
-	struct guest_data *data = (struct guest_data *)(vm->mem + DATA_GPA);
+	const struct vm *vm = vcpu->vm;
+	const struct options *o = vm->o;
+	struct guest_data *data = vcpu_data(vcpu);
 	unsigned int n = data->received < o->count ? data->received : o->count;
-	int64_t *s = (int64_t *)(vm->mem + SAMPLES_GPA);
+	int64_t *s = vcpu_samples(vcpu);
 
+	flockfile(stdout);
 	if (o->dump)
-		dump_samples(vm, o, n);
+		dump_samples(vcpu, n);
 	qsort(s, n, sizeof(*s), cmp_s64);
 	printf("RESULT mode=%s interval_us=%lu armed=%lu received=%u "
 	       "spurious=%u cpu_start=%d cpu_end=%d",
@@ -774,38 +920,40 @@ static void print_result(struct vm *vm, const struct options *o,
 	print_lat("med", s, n ? (n - 1) / 2 : 0, n, vm->tsc_khz);
 	print_lat("p99", s, n ? (99 * n + 99) / 100 - 1 : 0, n, vm->tsc_khz);
 	print_lat("max", s, n ? n - 1 : 0, n, vm->tsc_khz);
-	printf("\n");
+	printf(" vcpu=%u\n", vcpu->id);
 	fflush(stdout);
+	funlockfile(stdout);
 }
 
-static int run_guest(struct vm *vm, const struct options *o)
+/* A vCPU's thread: runs it to completion; 0 if every expiry came. */
+static int run_vcpu(struct vcpu *vcpu)
 {
-	struct guest_data *data = (struct guest_data *)(vm->mem + DATA_GPA);
-	struct kvm_run *run = vm->run;
-	struct sigaction sa = { .sa_handler = watchdog_handler };
+	const struct options *o = vcpu->vm->o;
+	struct guest_data *data = vcpu_data(vcpu);
+	struct kvm_run *run = vcpu->run;
 	long timeout_ms = o->interval_us * 20 / 1000;
 	int cpu_start;
 	uint32_t val;
 
 	if (timeout_ms < 2000)
 		timeout_ms = 2000;
-	watchdog_run = run;
-	if (sigaction(SIGALRM, &sa, NULL))
-		die("sigaction: %s", strerror(errno));
+	watchdog_init(run);
 
-	if (o->cpu >= 0)
-		set_cpu(o->cpu);
+	if (vcpu->cpu >= 0)
+		set_cpu(vcpu->cpu);
 	cpu_start = sched_getcpu();
+	printf("VCPU id=%u tid=%d\n", vcpu->id, gettid());
+	fflush(stdout);
 	watchdog_arm(timeout_ms);
 
 	for (;;) {
-		if (ioctl(vm->vcpu_fd, KVM_RUN, 0) && errno != EINTR)
+		if (ioctl(vcpu->fd, KVM_RUN, 0) && errno != EINTR)
 			die("KVM_RUN: %s", strerror(errno));
 		if (watchdog_fired) {
 			fprintf(stderr,
-				"lapic-timer: watchdog: no progress for %ld ms\n",
-				timeout_ms);
-			print_result(vm, o, cpu_start);
+				"lapic-timer: watchdog: vCPU %u: no progress for %ld ms\n",
+				vcpu->id, timeout_ms);
+			print_result(vcpu, cpu_start);
 			return 1;
 		}
 
@@ -835,33 +983,67 @@ static int run_guest(struct vm *vm, const struct options *o)
 			watchdog_arm(timeout_ms);
 			if (o->migrate_to >= 0 && val == o->migrate_after) {
 				set_cpu(o->migrate_to);
-				printf("MIGRATED to=%d after=%u\n",
-				       o->migrate_to, val);
+				printf("MIGRATED to=%d after=%u vcpu=%u\n",
+				       o->migrate_to, val, vcpu->id);
 				fflush(stdout);
 			}
 			break;
 		case PORT_DONE:
 			watchdog_arm(0);
-			print_result(vm, o, cpu_start);
+			print_result(vcpu, cpu_start);
 			return data->received == o->count ? 0 : 1;
 		case PORT_UNEXPECTED:
-			die("guest took unexpected vector %u (received=%u)",
-			    val, data->received);
+			die("guest took unexpected vector %u (received=%u, vCPU %u)",
+			    val, data->received, vcpu->id);
 		default:
 			die("unexpected OUT to port 0x%x", run->io.port);
 		}
 	}
 }
 
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+
+	vcpu->rc = run_vcpu(vcpu);
+	return NULL;
+}
+
+/* vCPU 0 on this thread, the others each on a thread of its own. */
+static int run_guest(struct vm *vm)
+{
+	struct sigaction sa = { .sa_handler = watchdog_handler };
+	unsigned int i;
+	int rc, err;
+
+	if (sigaction(SIGALRM, &sa, NULL))
+		die("sigaction: %s", strerror(errno));
+	for (i = 1; i < vm->nr_vcpus; i++) {
+		err = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
+				     &vm->vcpus[i]);
+		if (err)
+			die("pthread_create: %s", strerror(err));
+	}
+	rc = run_vcpu(&vm->vcpus[0]);
+	for (i = 1; i < vm->nr_vcpus; i++) {
+		err = pthread_join(vm->vcpus[i].thread, NULL);
+		if (err)
+			die("pthread_join: %s", strerror(err));
+		if (vm->vcpus[i].rc)
+			rc = vm->vcpus[i].rc;
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
-	struct vm vm;
+	static struct vm vm;
 
 	parse_args(argc, argv, &o);
 
 	if (o.idle) {
-		create_vm(&vm, MEM_ALIGN, 0);
+		create_vm(&vm, 1, MEM_ALIGN, 0);
 		printf("IDLE ready\n");
 		fflush(stdout);
 		for (;;)
@@ -869,14 +1051,15 @@ int main(int argc, char **argv)
 	}
 
 	/*
-	 * Room for int64_t latency[count] at SAMPLES_GPA and arm_cost[count]
-	 * after it, rounded up to 2 MiB.
+	 * Each vCPU's region: room for int64_t latency[count] at SAMPLES_GPA
+	 * and arm_cost[count] after it, rounded up to 2 MiB.
 	 */
-	create_vm(&vm, (SAMPLES_GPA +
-			o.count * (sizeof(int64_t) + sizeof(uint32_t)) +
-			MEM_ALIGN) & ~(MEM_ALIGN - 1), o.mode == MODE_STIMER);
+	create_vm(&vm, o.vcpus, (SAMPLES_GPA +
+				 o.count * (sizeof(int64_t) + sizeof(uint32_t)) +
+				 MEM_ALIGN) & ~(MEM_ALIGN - 1),
+		  o.mode == MODE_STIMER);
 	if (o.mode == MODE_TSCDEADLINE && !vm.tsc_deadline)
 		die("KVM does not support the TSC deadline timer");
 	setup_guest(&vm, &o);
-	return run_guest(&vm, &o);
+	return run_guest(&vm);
 }
