@@ -4,7 +4,7 @@
 #   tests/kernels.sh fetch NAME...             download and unpack kernels and
 #                                              prepare their build environments
 #   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR,
-#                                              ENV, COMPILER, SUITE
+#                                              ENV, COMPILER, SUITE, HEADER_DEBS
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
 #   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...` there
 #   tests/kernels.sh names NAME...             print each NAME's canonical name
@@ -18,7 +18,7 @@
 # The build environment is the host for a kernel built with the host's gcc
 # version (CONFIG_CC_VERSION_TEXT in the kernel's headers), and otherwise a
 # chroot of a Debian release that has that gcc (the kernel's own release if it
-# does), with make, dkms and the packages the headers and kbuild depend on.
+# does), with CHROOT_PKGS and the packages the headers and kbuild depend on.
 # In it, the repo and every absolute M= directory appear at their host paths.
 #
 # Mirror: the base URIs of the Debian archive and of its security archive
@@ -37,7 +37,8 @@
 #
 # Everything lives under tests/.cache/: a private apt configuration (the
 # host's apt sources are only read, never changed), one unpacked root per
-# kernel, and chroots for kernels whose compiler the host does not have.
+# kernel with its headers' .debs beside it (HEADER_DEBS), and chroots for
+# kernels whose compiler the host does not have.
 set -euo pipefail
 
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,7 +47,7 @@ CACHE=$TESTS_DIR/.cache
 APT_DIR=$CACHE/apt
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Format of the .fetched stamps; older stamps are fetched again.
-STAMP_FORMAT=2
+STAMP_FORMAT=3
 readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING STAMP_FORMAT
 
 # Meta-package that names the newest image of each kernel line ...
@@ -94,6 +95,11 @@ RELEASES=(bullseye bookworm trixie sid)
 DEBIAN_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable|experimental)(-updates|-backports|-backports-sloppy|-proposed-updates)?$'
 SECURITY_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|oldoldstable|oldstable|stable|testing)(-security|/updates)$'
 readonly RELEASES DEBIAN_SUITE_RE SECURITY_SUITE_RE
+
+# What every chroot has besides the kernel's build dependencies: the tools
+# of the suite's steps, and what the headers' packages need to install.
+CHROOT_PKGS="make dkms apt linux-base"
+readonly CHROOT_PKGS
 
 # Binary packages of the kernel itself, as opposed to host tools.
 KERNEL_PKG_RE='^linux-(headers|kbuild|binary|modules|base|image)-'
@@ -438,7 +444,9 @@ fetch_kernel() {
     for pkg in "$debs"/*.deb; do
         dpkg -x "$pkg" "$root"
     done
-    rm -rf "$debs"
+    # The headers' packages stay, for tests that install them as a user would.
+    find "$debs" -name '*.deb' ! -name 'linux-headers-*' ! -name 'linux-kbuild-*' \
+        -delete
     relocate_tree "$root" "$kver"
 
     local cc major release=${suite%%-*} chroot_suite
@@ -524,7 +532,8 @@ cmd_info() {
         MODDIR "$moddir" \
         ENV "$env" \
         COMPILER "$(stamp "$name" CC)" \
-        SUITE "$(stamp "$name" SUITE)"
+        SUITE "$(stamp "$name" SUITE)" \
+        HEADER_DEBS "$root.debs"
 }
 
 cmd_names() {
@@ -537,7 +546,7 @@ cmd_names() {
 
 # --- run, kbuild --------------------------------------------------------------
 
-# Create (once) the chroot for kernel $1 with make, dkms and the host packages
+# Create (once) the chroot for kernel $1 with CHROOT_PKGS and the host packages
 # its headers and kbuild depend on. Kernels share the chroot of a release:
 # when one needs packages it lacks, it is made again with what every fetched
 # kernel of that release needs, so that it does not change back and forth.
@@ -550,7 +559,7 @@ ensure_chroot() {
     flock "$lock"
     need=$(stamp "$name" HOST_DEPS)
     have=$(cat "$dir/.pkgs" 2>/dev/null || true)
-    if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$need make dkms" | sort -u) \
+    if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$need $CHROOT_PKGS" | sort -u) \
         <(tr ',' '\n' <<<"$have" | sort -u)) ]]; then
         exec {lock}>&-
         return
@@ -562,7 +571,7 @@ ensure_chroot() {
         need+=" $(stamp "$k" HOST_DEPS)"
     done
     local pkgs
-    pkgs=$(tr -s ' ,' '\n' <<<"$need $have make dkms" | sed '/^$/d' | sort -u |
+    pkgs=$(tr -s ' ,' '\n' <<<"$need $have $CHROOT_PKGS" | sed '/^$/d' | sort -u |
         paste -sd,)
     resolve_mirrors
     echo "$name: creating $suite chroot from $MIRROR with $pkgs" >&2

@@ -9,7 +9,7 @@ set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration lifecycle input udev fallback; do
+for f in checks load fix migration lifecycle input udev fallback check-command; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
@@ -40,6 +40,7 @@ udevadm settle --timeout=30
 rmmod kvm_lapic_pin	# loaded by udev; the fallback loads it itself
 idle_vm
 group_fallback "$CALLSITE_SYMBOLS"
+group_check_command	# once, not per method
 
 METHOD=module
 check "panic_on_warn stays on" "$(cat /proc/sys/kernel/panic_on_warn)" \
