@@ -7,7 +7,7 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out=$1
+out=$(realpath -m "$1")
 rm -rf "$out"
 mkdir -p "$out"
 
