@@ -9,10 +9,12 @@ set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration lifecycle input udev fallback check-command; do
+for f in checks load fix migration lifecycle input udev fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
+# shellcheck source=tests/e2e/check-command.sh
+. /payload/check-command.sh
 
 scan_dmesg() {
 	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|lockdep|circular locking|stall|kprobe.*(fail|error)|Call Trace'
