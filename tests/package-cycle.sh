@@ -9,8 +9,8 @@
 # - upgraded to NEXT_DEB (the version bumped): the new version built and
 #   installed for KVER, nothing left of the old one;
 # - purged: nothing of it under /usr/src, /var/lib/dkms, /lib/modules,
-#   the udev rules, /etc, /usr/sbin, /usr/share; the headers purged too
-#   if they were not installed before.
+#   the udev rules, /etc, /usr/sbin, /usr/share; the headers, and what they
+#   pulled in, purged too.
 # The kernel's image is not installed (its modules and initramfs hooks cost
 # more than all the rest, and DKMS needs only the headers): where the
 # headers depend on it, a stand-in package provides it.
@@ -56,6 +56,10 @@ installed() {
 	ls "$moddir"/updates/dkms/kvm_lapic_pin.ko*
 }
 
+is_installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
+}
+
 step() {
 	echo "== $* ($((SECONDS - start)) s)"
 }
@@ -76,9 +80,15 @@ dpkg --compare-versions "$have" ge "$need" ||
 header_files=("$header_debs"/*.deb)
 mapfile -t headers < <(for f in "${header_files[@]}"; do dpkg-deb -f "$f" Package; done)
 for p in "${headers[@]}"; do
-	if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
-		skip "$p is installed here already"
-	fi
+	! is_installed "$p" || skip "$p is installed here already"
+done
+# What they pull in that is not here yet (linux-base, the compiler's
+# metapackage), purged with them.
+mapfile -t deps < <(for f in "${header_files[@]}"; do dpkg-deb -f "$f" Depends; done |
+	tr ',|' '\n' | awk '{ print $1 }' | sort -u)
+pulled=()
+for p in "${deps[@]}"; do
+	is_installed "$p" || pulled+=("$p")
 done
 moddir=/lib/modules/$kver
 had_moddir=$([[ -d $moddir ]] && echo yes || echo no)
@@ -101,16 +111,19 @@ if [[ -n $image ]]; then
 	header_files+=("$stand_in.deb")
 	headers+=(kvm-lapic-pin-test-image)
 fi
-# Whatever happens, leave the package and the headers purged, and no
-# modules directory (depmod's files) that was not there.
+# Whatever happens, leave the package, the headers and what they pulled in
+# purged, and no modules directory (depmod's files) that was not there.
+purge_installed() {
+	local p present=()
+	for p; do
+		! is_installed "$p" || present+=("$p")
+	done
+	((${#present[@]} == 0)) || apt_get purge "${present[@]}"
+}
 purged=no
 cleanup() {
-	local p present=()
-	for p in "$pkg" "${headers[@]}"; do
-		dpkg-query -W "$p" >/dev/null 2>&1 && present+=("$p")
-	done
-	[[ $purged == yes || ${#present[@]} == 0 ]] ||
-		apt_get purge "${present[@]}" >/dev/null 2>&1 || true
+	[[ $purged == yes ]] || purge_installed "$pkg" "${headers[@]}" \
+		"${pulled[@]}" >/dev/null 2>&1 || true
 	[[ $had_moddir == yes ]] || rm -rf "$moddir"
 	[[ -z $image ]] || rm -f "$stand_in.deb"
 }
@@ -145,7 +158,7 @@ esac
 
 step "purge"
 apt_get purge "$pkg"
-apt_get purge "${headers[@]}"
+purge_installed "${headers[@]}" "${pulled[@]}"
 purged=yes
 if [[ -n $(leftovers) ]]; then
 	echo "left over after purge:"
