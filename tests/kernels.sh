@@ -391,6 +391,29 @@ build_suite() {
     die "$name: built with gcc-$major, which no release in ${RELEASES[*]} has"
 }
 
+# All binary packages of a kernel share the source version: add those in the
+# Depends closure of package $3 at version $2 (kernel $1), but images, to
+# fetch_kernel's pkgs, and what headers and kbuild need of the host to its
+# host_deps.
+walk_kernel_pkgs() {
+    local name=$1 version=$2 pkg dep
+    local -a todo=("$3")
+    while ((${#todo[@]})); do
+        pkg=${todo[0]}
+        todo=("${todo[@]:1}")
+        [[ " ${pkgs[*]} " == *" $pkg "* ]] && continue
+        has_version "$pkg" "$version" || die "$name: $pkg $version not found"
+        pkgs+=("$pkg")
+        for dep in $(depends_of "$pkg" "$version"); do
+            if [[ $dep =~ $KERNEL_PKG_RE ]]; then
+                [[ $dep == linux-image-* ]] || todo+=("$dep")
+            elif [[ $pkg =~ ^linux-(headers|kbuild)- && $dep != linux-base ]]; then
+                host_deps+=("$dep")
+            fi
+        done
+    done
+}
+
 fetch_kernel() {
     local name=$1 root meta version suite kver image prefix
     root=$(kernel_root "$name")
@@ -418,24 +441,13 @@ fetch_kernel() {
 
     image=linux-image-$kver-unsigned
     has_version "$image" "$version" || image=linux-image-$kver
-    # All binary packages of the kernel share the source version, so walk the
-    # kernel packages in the Depends closure and take each at that version.
-    local -a todo=("$image" "linux-headers-$kver") pkgs=() host_deps=()
-    local pkg dep
-    while ((${#todo[@]})); do
-        pkg=${todo[0]}
-        todo=("${todo[@]:1}")
-        [[ " ${pkgs[*]} " == *" $pkg "* ]] && continue
-        has_version "$pkg" "$version" || die "$name: $pkg $version not found"
-        pkgs+=("$pkg")
-        for dep in $(depends_of "$pkg" "$version"); do
-            if [[ $dep =~ $KERNEL_PKG_RE ]]; then
-                [[ $dep == linux-image-* ]] || todo+=("$dep")
-            elif [[ $pkg =~ ^linux-(headers|kbuild)- && $dep != linux-base ]]; then
-                host_deps+=("$dep")
-            fi
-        done
-    done
+    # The headers' packages first: their .debs stay, for tests that install
+    # them as a user would.
+    local -a pkgs=() host_deps=() keep
+    local pkg
+    walk_kernel_pkgs "$name" "$version" "linux-headers-$kver"
+    keep=("${pkgs[@]}")
+    walk_kernel_pkgs "$name" "$version" "$image"
 
     local debs=$root.debs
     rm -rf "$root" "$debs"
@@ -444,9 +456,9 @@ fetch_kernel() {
     for pkg in "$debs"/*.deb; do
         dpkg -x "$pkg" "$root"
     done
-    # The headers' packages stay, for tests that install them as a user would.
-    find "$debs" -name '*.deb' ! -name 'linux-headers-*' ! -name 'linux-kbuild-*' \
-        -delete
+    for pkg in "$debs"/*.deb; do
+        [[ " ${keep[*]} " == *" $(dpkg-deb -f "$pkg" Package) "* ]] || rm "$pkg"
+    done
     relocate_tree "$root" "$kver"
 
     local cc major release=${suite%%-*} chroot_suite
