@@ -1,7 +1,7 @@
 #!/bin/bash
 # make install, then make uninstall, for kernel KVER with headers in KDIR, and
 # what each must leave: installed, the module under updates/dkms, the udev
-# rule; then nothing of the project anywhere.  Runs as root in the kernel's
+# rule, kvm-lapic-pin-check; then nothing of the project anywhere.  Runs as root in the kernel's
 # build environment (the host or its chroot, see kernels.sh).
 set -euo pipefail
 
@@ -12,7 +12,8 @@ had_moddir=$([[ -d $moddir ]] && echo yes || echo no)
 
 leftovers() {
 	find /usr/src /var/lib/dkms "$moddir" /usr/lib/udev/rules.d \
-		/etc/modprobe.d \( -name '*kvm-lapic-pin*' -o \
+		/etc/modprobe.d /usr/local/sbin /usr/local/share/man \
+		\( -name '*kvm-lapic-pin*' -o \
 		-name 'kvm_lapic_pin*' \) 2>/dev/null
 }
 
@@ -24,6 +25,7 @@ make -C "$REPO_ROOT" -s install KVER="$kver"
 dkms status -m kvm-lapic-pin -k "$kver" | grep -q ': installed'
 ls "$moddir"/updates/dkms/kvm_lapic_pin.ko*
 test -f /usr/lib/udev/rules.d/90-kvm-lapic-pin.rules
+test -x /usr/local/sbin/kvm-lapic-pin-check
 make -C "$REPO_ROOT" -s uninstall
 make -C "$REPO_ROOT" -s uninstall	# idempotent
 if [[ -n $(leftovers) ]]; then

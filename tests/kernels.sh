@@ -4,7 +4,7 @@
 #   tests/kernels.sh fetch NAME...             download and unpack kernels and
 #                                              prepare their build environments
 #   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR,
-#                                              ENV, COMPILER, SUITE
+#                                              ENV, COMPILER, SUITE, HEADER_DEBS
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
 #   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...` there
 #   tests/kernels.sh names NAME...             print each NAME's canonical name
@@ -18,7 +18,7 @@
 # The build environment is the host for a kernel built with the host's gcc
 # version (CONFIG_CC_VERSION_TEXT in the kernel's headers), and otherwise a
 # chroot of a Debian release that has that gcc (the kernel's own release if it
-# does), with make, dkms and the packages the headers and kbuild depend on.
+# does), with CHROOT_PKGS and the packages the headers and kbuild depend on.
 # In it, the repo and every absolute M= directory appear at their host paths.
 #
 # Mirror: the base URIs of the Debian archive and of its security archive
@@ -37,7 +37,8 @@
 #
 # Everything lives under tests/.cache/: a private apt configuration (the
 # host's apt sources are only read, never changed), one unpacked root per
-# kernel, and chroots for kernels whose compiler the host does not have.
+# kernel with its headers' .debs beside it (HEADER_DEBS), and chroots for
+# kernels whose compiler the host does not have.
 set -euo pipefail
 
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,7 +47,7 @@ CACHE=$TESTS_DIR/.cache
 APT_DIR=$CACHE/apt
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Format of the .fetched stamps; older stamps are fetched again.
-STAMP_FORMAT=2
+STAMP_FORMAT=3
 readonly TESTS_DIR REPO_ROOT CACHE APT_DIR KEYRING STAMP_FORMAT
 
 # Meta-package that names the newest image of each kernel line ...
@@ -94,6 +95,11 @@ RELEASES=(bullseye bookworm trixie sid)
 DEBIAN_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable|experimental)(-updates|-backports|-backports-sloppy|-proposed-updates)?$'
 SECURITY_SUITE_RE='^(buster|bullseye|bookworm|trixie|forky|duke|oldoldstable|oldstable|stable|testing)(-security|/updates)$'
 readonly RELEASES DEBIAN_SUITE_RE SECURITY_SUITE_RE
+
+# What every chroot has besides the kernel's build dependencies: the tools
+# of the suite's steps, and what the headers' packages need to install.
+CHROOT_PKGS="make dkms apt linux-base"
+readonly CHROOT_PKGS
 
 # Binary packages of the kernel itself, as opposed to host tools.
 KERNEL_PKG_RE='^linux-(headers|kbuild|binary|modules|base|image)-'
@@ -385,6 +391,29 @@ build_suite() {
     die "$name: built with gcc-$major, which no release in ${RELEASES[*]} has"
 }
 
+# All binary packages of a kernel share the source version: add those in the
+# Depends closure of package $3 at version $2 (kernel $1), but images, to
+# fetch_kernel's pkgs, and what headers and kbuild need of the host to its
+# host_deps.
+walk_kernel_pkgs() {
+    local name=$1 version=$2 pkg dep
+    local -a todo=("$3")
+    while ((${#todo[@]})); do
+        pkg=${todo[0]}
+        todo=("${todo[@]:1}")
+        [[ " ${pkgs[*]} " == *" $pkg "* ]] && continue
+        has_version "$pkg" "$version" || die "$name: $pkg $version not found"
+        pkgs+=("$pkg")
+        for dep in $(depends_of "$pkg" "$version"); do
+            if [[ $dep =~ $KERNEL_PKG_RE ]]; then
+                [[ $dep == linux-image-* ]] || todo+=("$dep")
+            elif [[ $pkg =~ ^linux-(headers|kbuild)- && $dep != linux-base ]]; then
+                host_deps+=("$dep")
+            fi
+        done
+    done
+}
+
 fetch_kernel() {
     local name=$1 root meta version suite kver image prefix
     root=$(kernel_root "$name")
@@ -412,24 +441,13 @@ fetch_kernel() {
 
     image=linux-image-$kver-unsigned
     has_version "$image" "$version" || image=linux-image-$kver
-    # All binary packages of the kernel share the source version, so walk the
-    # kernel packages in the Depends closure and take each at that version.
-    local -a todo=("$image" "linux-headers-$kver") pkgs=() host_deps=()
-    local pkg dep
-    while ((${#todo[@]})); do
-        pkg=${todo[0]}
-        todo=("${todo[@]:1}")
-        [[ " ${pkgs[*]} " == *" $pkg "* ]] && continue
-        has_version "$pkg" "$version" || die "$name: $pkg $version not found"
-        pkgs+=("$pkg")
-        for dep in $(depends_of "$pkg" "$version"); do
-            if [[ $dep =~ $KERNEL_PKG_RE ]]; then
-                [[ $dep == linux-image-* ]] || todo+=("$dep")
-            elif [[ $pkg =~ ^linux-(headers|kbuild)- && $dep != linux-base ]]; then
-                host_deps+=("$dep")
-            fi
-        done
-    done
+    # The headers' packages first: their .debs stay, for tests that install
+    # them as a user would.
+    local -a pkgs=() host_deps=() keep
+    local pkg
+    walk_kernel_pkgs "$name" "$version" "linux-headers-$kver"
+    keep=("${pkgs[@]}")
+    walk_kernel_pkgs "$name" "$version" "$image"
 
     local debs=$root.debs
     rm -rf "$root" "$debs"
@@ -438,7 +456,9 @@ fetch_kernel() {
     for pkg in "$debs"/*.deb; do
         dpkg -x "$pkg" "$root"
     done
-    rm -rf "$debs"
+    for pkg in "$debs"/*.deb; do
+        [[ " ${keep[*]} " == *" $(dpkg-deb -f "$pkg" Package) "* ]] || rm "$pkg"
+    done
     relocate_tree "$root" "$kver"
 
     local cc major release=${suite%%-*} chroot_suite
@@ -524,7 +544,8 @@ cmd_info() {
         MODDIR "$moddir" \
         ENV "$env" \
         COMPILER "$(stamp "$name" CC)" \
-        SUITE "$(stamp "$name" SUITE)"
+        SUITE "$(stamp "$name" SUITE)" \
+        HEADER_DEBS "$root.debs"
 }
 
 cmd_names() {
@@ -537,7 +558,7 @@ cmd_names() {
 
 # --- run, kbuild --------------------------------------------------------------
 
-# Create (once) the chroot for kernel $1 with make, dkms and the host packages
+# Create (once) the chroot for kernel $1 with CHROOT_PKGS and the host packages
 # its headers and kbuild depend on. Kernels share the chroot of a release:
 # when one needs packages it lacks, it is made again with what every fetched
 # kernel of that release needs, so that it does not change back and forth.
@@ -550,7 +571,7 @@ ensure_chroot() {
     flock "$lock"
     need=$(stamp "$name" HOST_DEPS)
     have=$(cat "$dir/.pkgs" 2>/dev/null || true)
-    if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$need make dkms" | sort -u) \
+    if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$need $CHROOT_PKGS" | sort -u) \
         <(tr ',' '\n' <<<"$have" | sort -u)) ]]; then
         exec {lock}>&-
         return
@@ -562,7 +583,7 @@ ensure_chroot() {
         need+=" $(stamp "$k" HOST_DEPS)"
     done
     local pkgs
-    pkgs=$(tr -s ' ,' '\n' <<<"$need $have make dkms" | sed '/^$/d' | sort -u |
+    pkgs=$(tr -s ' ,' '\n' <<<"$need $have $CHROOT_PKGS" | sed '/^$/d' | sort -u |
         paste -sd,)
     resolve_mirrors
     echo "$name: creating $suite chroot from $MIRROR with $pkgs" >&2

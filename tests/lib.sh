@@ -4,7 +4,7 @@
 # What the suite and the benchmark need on a Debian host (used by both).
 # shellcheck disable=SC2034
 TEST_PACKAGES=(build-essential kmod cpio gzip xz-utils zstd dkms mmdebstrap
-	       dwarves qemu-system-x86 busybox-static)
+	       dwarves qemu-system-x86 busybox-static debhelper dh-dkms lintian)
 
 # install_missing PACKAGE...: install those not installed yet (as root), or
 # name the apt-get line to run and fail.

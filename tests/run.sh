@@ -1,7 +1,8 @@
 #!/bin/bash
-# The whole test suite: checkpatch, then for each kernel the W=1 -Werror
-# build, the DKMS cycle and the end-to-end scenarios in a QEMU VM booted from
-# that Debian kernel with nested KVM.  Closes with the time each kernel took
+# The whole test suite: checkpatch, the Debian package's build, then for
+# each kernel the W=1 -Werror build, the DKMS cycle, the package's cycle and
+# the end-to-end scenarios in a QEMU VM booted from that Debian kernel with
+# nested KVM.  Closes with the time each kernel took
 # and "N passed, N failed, N skipped" as the last line.
 #
 #   tests/run.sh [KERNEL...]      default (or "all"): every kernel of the matrix;
@@ -38,7 +39,8 @@ record() { # verdict text
 	esac
 }
 
-# run_step NAME LOG COMMAND...: one test whose verdict is COMMAND's status.
+# run_step NAME LOG COMMAND...: one test whose verdict is COMMAND's status
+# (77: skipped, why on the last line of LOG).
 # Its duration goes to STEP_TIMES as "WORD N", WORD the first word of NAME
 # after "KERNEL: ".
 run_step() {
@@ -48,6 +50,8 @@ run_step() {
 	step_time "$name" "$start"
 	if ((rc == 0)); then
 		record PASS "$name"
+	elif ((rc == 77)); then
+		record SKIP "$name: $(tail -n 1 "$log")"
 	else
 		record FAIL "$name: see $log"
 		tail -n 20 "$log" | sed 's/^/    /'
@@ -72,6 +76,11 @@ test_kernel() { # kernel
 		KCFLAGS=-Werror modules || return
 	run_step "$k: dkms add/build/install/remove" "$logs/dkms.log" \
 		"$TESTS_DIR/dkms.sh" "$k"
+	rm -rf "$CACHE/package/$k"
+	mkdir -p "$CACHE/package/$k"
+	run_step "$k: package install/reinstall/upgrade/purge" "$logs/package.log" \
+		"$TESTS_DIR/package.sh" "$k" "$CACHE/deb" \
+		"$CACHE/package/$k/kvm_lapic_pin.ko"
 
 	payload=$CACHE/payload/$k
 	initrd=$CACHE/payload/$k.cpio.gz
@@ -79,7 +88,9 @@ test_kernel() { # kernel
 	mkdir -p "$payload"
 	cp "$TESTS_DIR"/e2e/*.sh "$payload/"
 	mv "$payload/guest.sh" "$payload/run"
-	cp "$TESTS_DIR/guest/lapic-timer" "$payload/"
+	cp "$TESTS_DIR/guest/lapic-timer" "$REPO_ROOT/tools/kvm-lapic-pin-check" \
+		"$payload/"
+	cp -r "$CACHE/package/$k" "$payload/package"
 	cp -a "$CACHE/udev-root" "$payload/"
 	local start=$SECONDS rc=0 append=''
 	[[ -z ${STORM_KERNELS[$k]-} ]] || append=klp.storms=${STORM_KERNELS[$k]}
@@ -136,6 +147,8 @@ main() {
 		make -C "$TESTS_DIR/guest"
 	run_step "udev for the VM" "$CACHE/logs/udev-root.log" \
 		"$TESTS_DIR/e2e/udev-root.sh" "$CACHE/udev-root"
+	run_step "package: make deb offline, lintian clean" "$CACHE/logs/deb.log" \
+		"$TESTS_DIR/deb.sh" "$CACHE/deb"
 	for k in "${kernels[@]}"; do
 		start=$SECONDS STEP_TIMES=()
 		test_kernel "$k"

@@ -14,6 +14,8 @@ for f in checks load fix migration stimer multi storm lifecycle input udev fallb
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
+# shellcheck source=tests/e2e/check-command.sh
+. /payload/check-command.sh
 
 scan_dmesg() {
 	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|lockdep|circular locking|stall|kprobe.*(fail|error)|Call Trace'
@@ -39,6 +41,7 @@ udevadm settle --timeout=30
 rmmod kvm_lapic_pin	# loaded by udev; the fallback loads it itself
 idle_vm
 group_fallback "$CALLSITE_SYMBOLS"
+group_check_command	# once, not per method
 
 METHOD=module
 check "panic_on_warn stays on" "$(cat /proc/sys/kernel/panic_on_warn)" \
