@@ -4,7 +4,8 @@
 #   the upgraded version) loads, attaches and pins;
 # - switched off, kvm-lapic-pin-check sees the guest's vCPU run on CPU1,
 #   reports its timer expiries elsewhere and exits 1; switched on, every
-#   expiry local and exit 0, in the table and in --json;
+#   expiry local and exit 0, in the table and in --json; the same for a
+#   guest's Hyper-V synthetic timer;
 # - with no guest running, it exits 2 and says why.
 # Run once, with kvm loaded, the module not, the idle VM running; stops the
 # idle VM.  Conditions are code for check(), METHOD is read by checks.sh.
@@ -12,11 +13,12 @@
 CHECK=/payload/kvm-lapic-pin-check
 PACKAGE_KO=/payload/package/kvm_lapic_pin.ko
 
-# check_run ARGS...: kvm-lapic-pin-check ARGS for 2 s while a guest arms a
-# one-shot timer every 10 ms; OUT is its output, RC its status, ROW the
-# guest vCPU's row of the table.
+# check_run MODE ARGS...: kvm-lapic-pin-check ARGS for 2 s while a guest
+# arms a timer of workload mode MODE every 10 ms; OUT is its output, RC its
+# status, ROW the guest vCPU's row of the table.
 check_run() {
-	$W --mode oneshot --interval-us 10000 --count 500 --cpu $VCPU >/dev/null &
+	$W --mode "$1" --interval-us 10000 --count 500 --cpu $VCPU >/dev/null &
+	shift
 	guest=$!
 	sleep 1
 	OUT=$($CHECK -d 2 "$@" 2>&1)
@@ -46,16 +48,19 @@ group_check_command() {
 	fi
 
 	METHOD=check
-	knob 0
-	check_run
-	check_nohz "disabled: remote expiries, exit 1" "rc=$RC: $ROW" \
-		'[ $RC = 1 ] && [ "$(row 5)" = $VCPU ] && [ "$(row 7)" -gt 0 ]'
-	knob 1
-	check_run
-	check "enabled: all local, exit 0" "rc=$RC: $ROW" \
-		'[ $RC = 0 ] && [ "$(row 5)" = $VCPU ] && [ "$(row 6)" -gt 0 ] &&
-		 [ "$(row 7)" = 0 ]'
-	check_run --json
+	for mode in oneshot stimer; do
+		knob 0
+		check_run $mode
+		check_nohz "$mode disabled: remote expiries, exit 1" "rc=$RC: $ROW" \
+			'[ $RC = 1 ] && [ "$(row 5)" = $VCPU ] && [ "$(row 7)" -gt 0 ]'
+		knob 1
+		check_run $mode
+		check "$mode enabled: all local, exit 0" "rc=$RC: $ROW" \
+			'[ $RC = 0 ] && [ "$(row 5)" = $VCPU ] && [ "$(row 6)" -gt 0 ] &&
+			 [ "$(row 7)" = 0 ]'
+		echo "$OUT" | sed "s/^/INFO check $mode: /"
+	done
+	check_run oneshot --json
 	check "enabled, --json: status 0, the vCPU listed" "rc=$RC: $OUT" \
 		'[ $RC = 0 ] && echo "$OUT" | grep -q "^{\"status\":0," &&
 		 echo "$OUT" | grep -q "\"process\":\"lapic-timer\",\"vcpu\":0,[^}]*\"cpus\":\[$VCPU\],[^}]*\"elsewhere\":0}"'
