@@ -54,6 +54,16 @@ knob() {
 	echo "$1" >$KNOB
 }
 
+# toggle N: the switch off and on again, N times.
+toggle() {
+	i=0
+	while [ $i -lt "$1" ]; do
+		knob 0
+		knob 1
+		i=$((i + 1))
+	done
+}
+
 # The module, loaded with this round's method.
 load_module() {
 	modprobe kvm_lapic_pin method="$METHOD"

@@ -20,12 +20,7 @@ group_lifecycle() {
 
 	$W --mode oneshot --interval-us 1000 --count 2000 --cpu $VCPU >/tmp/t.out &
 	guest=$!
-	i=0
-	while [ $i -lt 100 ]; do
-		knob 0
-		knob 1
-		i=$((i + 1))
-	done
+	toggle 100
 	wait $guest
 	no_loss "toggle 200x under load" "$(grep '^RESULT' /tmp/t.out)"
 	check "toggle 200x under load: ends enabled" "enabled=$(cat $KNOB)" \

@@ -44,12 +44,7 @@ storm_module() {
 
 storm_switch() {
 	guests_start
-	i=0
-	while [ $i -lt 250 ]; do
-		knob 0
-		knob 1
-		i=$((i + 1))
-	done
+	toggle 250
 	guests_stop "toggle storm"
 	check "toggle storm: toggled 500x, ends enabled" \
 		"enabled=$(cat $KNOB) missed=$(status missed)" \
