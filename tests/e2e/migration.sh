@@ -13,12 +13,7 @@
 #   pinned expires where it was started, and at most 1 in 20 expiries are
 #   such early ones.
 group_migration() {
-	run_timer --mode periodic --interval-us 10000 --count 40 --cpu $VCPU \
-		--migrate-to 2 --migrate-after 20
-	after_move=$(echo "$SEQ" | sed -n 's/^[^2]*\(2.*\)$/\1/p')
-	check "migration periodic: on CPU2 after the move" "$(hist) seq=$SEQ" \
-		'[ "$N0" = 0 ] && [ "$N2" -ge 15 ] && ! echo "$after_move" | grep -q "[01]"'
-	no_loss "migration periodic"
+	moved periodic "migration periodic"
 
 	for mode in oneshot tscdeadline; do
 		float $mode 1000 500
@@ -26,14 +21,30 @@ group_migration() {
 	done
 
 	knob 0
-	run_timer --mode periodic --interval-us 10000 --count 40 --cpu $VCPU \
-		--migrate-to 2 --migrate-after 20
+	move_run periodic
 	check_nohz "control migration periodic: not on CPU2" "$(hist)" \
 		'[ "$N2" -le 1 ]'
 	no_loss "control migration periodic"
 	float_run oneshot 10000 100
 	floated_control "control floating oneshot 10ms" 100
 	knob 1
+}
+
+# move_run MODE: a traced run of 40 10 ms timers whose vCPU thread moves
+# from CPU1 to CPU2 after 20.
+move_run() {
+	run_timer --mode "$1" --interval-us 10000 --count 40 --cpu $VCPU \
+		--migrate-to 2 --migrate-after 20
+}
+
+# moved MODE NAME: move_run, then: none on CPU0, from the first on CPU2 all
+# there, none lost.
+moved() {
+	move_run "$1"
+	after_move=$(echo "$SEQ" | sed -n 's/^[^2]*\(2.*\)$/\1/p')
+	check "$2: on CPU2 after the move" "$(hist) seq=$SEQ" \
+		'[ "$N0" = 0 ] && [ "$N2" -ge 15 ] && ! echo "$after_move" | grep -q "[01]"'
+	no_loss "$2"
 }
 
 # float_run MODE INTERVAL_US COUNT: a traced run whose vCPU thread is moved
