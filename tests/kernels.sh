@@ -3,17 +3,23 @@
 #
 #   tests/kernels.sh fetch NAME...             download and unpack kernels and
 #                                              prepare their build environments
+#   tests/kernels.sh build NAME...             build the kernels of BUILT named
+#                                              (fetch does too, if need be)
 #   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR,
 #                                              ENV, COMPILER, SUITE, HEADER_DEBS
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
 #   tests/kernels.sh kbuild NAME -- ARGS...    run `make -C KDIR ARGS...` there
 #   tests/kernels.sh names NAME...             print each NAME's canonical name
+#   tests/kernels.sh built                     print the names of BUILT
 #   tests/kernels.sh mirrors                   print the mirrors fetch uses
 #
 # NAME is one of: 5.10 6.1 6.1-rt 6.12-bookworm 6.12-bookworm-rt 6.12-trixie
 # 6.12-trixie-rt 7.3 7.3-rt 7.x-sid 7.x-sid-rt (6.12, 6.12-rt and 7.x are
 # older names of 6.12-bookworm, 6.12-bookworm-rt and 7.x-sid).  Each is the
-# newest build of that line in its suites (see SUITES below).
+# newest build of that line in its suites (see SUITES below).  NAME may also
+# be 6.12-debug, a kernel built here from Debian's source (see BUILT below):
+# its first fetch builds it (about 16 min on 2 cores), later ones take it
+# from KLP_BUILD_CACHE (default ~/.cache/kvm-lapic-pin), kept across clones.
 #
 # The build environment is the host for a kernel built with the host's gcc
 # version (CONFIG_CC_VERSION_TEXT in the kernel's headers), and otherwise a
@@ -80,6 +86,20 @@ declare -rA SUITES=(
     [7.x-sid]="sid"
     [7.x-sid-rt]="sid"
 )
+# Kernels built here (fetch_built): each from the source package of the
+# kernel it names, with that kernel's config.  6.12-debug is the debug
+# kernel: Debian's 6.12 of bookworm with KASAN, lockdep and the other
+# checkers of tests/debug-kernel.config, and no modules but VM_MODULES.
+declare -rA BUILT=(
+    [6.12-debug]=6.12-bookworm
+)
+DEBUG_CONFIG=$TESTS_DIR/debug-kernel.config
+# The modules the test VM loads (tests/vm/mkinitramfs.sh): kvm, kvm_amd and
+# what Debian's builds of them depend on.
+VM_MODULES="kvm kvm_amd irqbypass ccp"
+# Built kernels' packages, kept across clones and runs (KLP_BUILD_CACHE).
+BUILD_CACHE=${KLP_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvm-lapic-pin}
+readonly DEBUG_CONFIG VM_MODULES BUILD_CACHE
 # ... and the older names that still work.
 declare -rA ALIAS=(
     [6.12]=6.12-bookworm
@@ -136,12 +156,12 @@ die() {
 
 # Canonical name of kernel $1, or die.
 canonical() {
-    if [[ -n ${META[$1]+set} ]]; then
+    if [[ -n ${META[$1]+set} || -n ${BUILT[$1]+set} ]]; then
         echo "$1"
     elif [[ -n ${ALIAS[$1]+set} ]]; then
         echo "${ALIAS[$1]}"
     else
-        die "unknown kernel '$1' (known: $(printf '%s\n' "${!META[@]}" | sort -V | xargs))"
+        die "unknown kernel '$1' (known: $(printf '%s\n' "${!META[@]}" "${!BUILT[@]}" | sort -V | xargs))"
     fi
 }
 
@@ -449,14 +469,22 @@ fetch_kernel() {
     keep=("${pkgs[@]}")
     walk_kernel_pkgs "$name" "$version" "$image"
 
-    local debs=$root.debs
-    rm -rf "$root" "$debs"
-    mkdir -p "$root" "$debs"
-    (cd "$debs" && apt-get "${APT_OPTS[@]}" -qq download "${pkgs[@]/%/=$version}")
-    for pkg in "$debs"/*.deb; do
+    rm -rf "$root" "$root.debs"
+    mkdir -p "$root" "$root.debs"
+    (cd "$root.debs" && apt-get "${APT_OPTS[@]}" -qq download "${pkgs[@]/%/=$version}")
+    unpack_kernel "$name" "$version" "$suite" "$kver"
+}
+
+# Unpack the packages in ROOT.debs into ROOT, the root of kernel $1 ($4),
+# keep of them only the headers' (named in the caller's keep), and stamp
+# ROOT with version $2, suite $3 and the caller's host_deps.
+unpack_kernel() {
+    local name=$1 version=$2 suite=$3 kver=$4 root pkg
+    root=$(kernel_root "$name")
+    for pkg in "$root.debs"/*.deb; do
         dpkg -x "$pkg" "$root"
     done
-    for pkg in "$debs"/*.deb; do
+    for pkg in "$root.debs"/*.deb; do
         [[ " ${keep[*]} " == *" $(dpkg-deb -f "$pkg" Package) "* ]] || rm "$pkg"
     done
     relocate_tree "$root" "$kver"
@@ -471,6 +499,95 @@ fetch_kernel() {
     printf '%s\n' "STAMP=$STAMP_FORMAT" "VERSION=$version" "SUITE=$suite" \
         "KVER=$kver" "CC=$cc" "CHROOT_SUITE=$chroot_suite" \
         "HOST_DEPS=${host_deps[*]}" >"$root/.fetched"
+}
+
+# Built kernel $1's cache entry: sets base, version, config and key (the
+# base kernel, fetched, its version and config, and the hash of that config,
+# DEBUG_CONFIG's settings and VM_MODULES), and entry, its directory in
+# BUILD_CACHE.
+# With the source package downloaded into entry.src unless it is built.
+# Under the fetch lock (it uses the private apt state).
+built_entry() {
+    base=${BUILT[$1]}
+    fetch_kernel "$base"
+    [[ -z $(stamp "$base" CHROOT_SUITE) ]] ||
+        die "$1: $base is not built with the host's gcc; only such a kernel is rebuilt here"
+    version=$(stamp "$base" VERSION)
+    local bkver src
+    bkver=$(stamp "$base" KVER)
+    config=$(kernel_root "$base")/boot/config-$bkver
+    key=$({ cat "$config"; grep -E '^(CONFIG_|# CONFIG_.* is not set$)' "$DEBUG_CONFIG"
+        echo "$VM_MODULES"; } | sha256sum | cut -c1-12)
+    entry=$BUILD_CACHE/$1-$version-$key
+    src=linux-source-${bkver%.*}
+    [[ ! -f $entry/.built && -z $(compgen -G "$entry.src/*.deb") ]] || return 0
+    has_version "$src" "$version" || die "$1: $src $version not found"
+    rm -rf "$entry.src" "$entry.src.tmp"
+    mkdir -p "$entry.src.tmp"
+    (cd "$entry.src.tmp" && apt-get "${APT_OPTS[@]}" -qq download "$src=$version")
+    mv "$entry.src.tmp" "$entry.src"
+}
+
+# Build kernel $1 into its entry (built_entry) unless it is there, by
+# tests/kernel-build.sh from the source package with the base's config, under
+# the entry's lock: one build at a time, from any clone.
+build_kernel() {
+    local lock start=$SECONDS
+    exec {lock}>"$entry.lock"
+    flock "$lock"
+    if [[ -f $entry/.built ]]; then
+        echo "$1: built before, in $entry"
+    else
+        echo "$1: building $(basename "$entry.src"/*.deb) with config $key into $entry"
+        rm -rf "$entry"
+        "$TESTS_DIR/kernel-build.sh" "$entry.src"/*.deb "$config" "$DEBUG_CONFIG" \
+            "$VM_MODULES" "$entry" || die "$1: build failed, see $entry/build.log"
+        rm -rf "$entry.src"
+        touch "$entry/.built"
+        echo "$1: built in $((SECONDS - start)) s"
+    fi
+    exec {lock}>&-
+}
+
+# A kernel of BUILT, built (build_kernel) and unpacked from its entry like a
+# fetched kernel.
+fetch_built() {
+    local name=$1 base version config key entry root kver
+    built_entry "$name"
+    root=$(kernel_root "$name")
+    if [[ -f $root/.fetched ]] && grep -qxF "VERSION=$version+$key" "$root/.fetched" &&
+        grep -qxF "STAMP=$STAMP_FORMAT" "$root/.fetched"; then
+        echo "$name: $(stamp "$name" KVER) ($version, config $key) already built"
+        return
+    fi
+    build_kernel "$name"
+    rm -rf "$root" "$root.debs"
+    mkdir -p "$root" "$root.debs"
+    cp "$entry"/*.deb "$root.debs/"
+    kver=$(dpkg-deb -f "$entry"/linux-image-*.deb Package)
+    kver=${kver#linux-image-}
+    local -a keep=("linux-headers-$kver") host_deps
+    mapfile -t host_deps < <(dpkg-deb -f "$entry/linux-headers-${kver}_"*.deb Depends |
+        tr ',|' '\n' | awk 'NF { print $1 }')
+    unpack_kernel "$name" "$version+$key" "$(stamp "$base" SUITE)" "$kver"
+}
+
+# Build the kernels of BUILT named, unless their entries are there; the fetch
+# lock only while the apt state is used, so that fetches go on meanwhile.
+cmd_build() {
+    (($#)) || usage
+    local name base version config key entry lock
+    for name; do
+        name=$(canonical "$name")
+        [[ -n ${BUILT[$name]+set} ]] || die "$name: not a kernel built here"
+        mkdir -p "$CACHE" "$BUILD_CACHE"
+        exec {lock}>"$CACHE/fetch.lock"
+        flock "$lock"
+        apt_update
+        built_entry "$name"
+        exec {lock}>&-
+        build_kernel "$name"
+    done
 }
 
 cmd_fetch() {
@@ -488,7 +605,11 @@ cmd_fetch() {
     apt_update
     for name in "${names[@]}"; do
         start=$SECONDS
-        fetch_kernel "$name"
+        if [[ -n ${BUILT[$name]+set} ]]; then
+            fetch_built "$name"
+        else
+            fetch_kernel "$name"
+        fi
         echo "$name: fetched in $((SECONDS - start)) s"
         if [[ -n $(stamp "$name" CHROOT_SUITE) ]]; then
             start=$SECONDS
@@ -666,10 +787,12 @@ main() {
     shift
     case $cmd in
     fetch) cmd_fetch "$@" ;;
+    build) cmd_build "$@" ;;
     info) cmd_info "$@" ;;
     run) cmd_run "$@" ;;
     kbuild) cmd_kbuild "$@" ;;
     names) cmd_names "$@" ;;
+    built) (($# == 0)) || usage; printf '%s\n' "${!BUILT[@]}" ;;
     mirrors) cmd_mirrors "$@" ;;
     *) usage ;;
     esac

@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # Shared by tests/run.sh and bench/run.sh.
 
-# What the suite and the benchmark need on a Debian host (used by both).
+# What the suite and the benchmark need on a Debian host (used by both);
+# the last line, what the debug kernel's build needs (tests/kernel-build.sh).
 # shellcheck disable=SC2034
 TEST_PACKAGES=(build-essential kmod cpio gzip xz-utils zstd dkms mmdebstrap
-	       dwarves qemu-system-x86 busybox-static debhelper dh-dkms lintian)
+	       dwarves qemu-system-x86 busybox-static debhelper dh-dkms lintian
+	       bc bison flex libelf-dev libssl-dev openssl rsync)
 
 # install_missing PACKAGE...: install those not installed yet (as root), or
 # name the apt-get line to run and fail.

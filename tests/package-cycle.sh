@@ -17,8 +17,9 @@
 # MODULE_OUT gets the module the upgrade's DKMS built, for the VM.
 # Exit status 77 (skip, saying why on the last line) where the test cannot
 # mean what it says: the package's dkms dependency is not met by this
-# release, or the running kernel is installed here (Debian's DKMS hook
-# then builds for it, not for a kernel that only has headers).
+# release, the running kernel is installed here (Debian's DKMS hook
+# then builds for it, not for a kernel that only has headers), or the
+# headers' packages are not Debian's (they run no DKMS hook).
 #
 #   tests/package-cycle.sh KVER HEADER_DEBS DEB NEXT_DEB MODULE_OUT
 set -euo pipefail
@@ -78,6 +79,14 @@ dpkg --compare-versions "$have" ge "$need" ||
 [[ -z $(leftovers) ]] || { echo "left over before install:"; leftovers; exit 1; }
 
 header_files=("$header_debs"/*.deb)
+# Debian's headers packages run /etc/kernel/header_postinst.d, where DKMS's
+# hook is; those the kernel's own `make bindeb-pkg` makes (the debug
+# kernel's) do not.
+for f in "${header_files[@]}"; do
+	dpkg-deb -I "$f" postinst 2>/dev/null || true
+done | grep -q header_postinst.d ||
+	skip "the headers' packages of $kver run no /etc/kernel/header_postinst.d" \
+		"hooks (DKMS's): not Debian's"
 mapfile -t headers < <(for f in "${header_files[@]}"; do dpkg-deb -f "$f" Package; done)
 for p in "${headers[@]}"; do
 	! is_installed "$p" || skip "$p is installed here already"

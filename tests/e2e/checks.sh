@@ -64,9 +64,9 @@ toggle() {
 	done
 }
 
-# The module, loaded with this round's method.
+# The module, loaded with this round's method (where its text is: leaks.sh).
 load_module() {
-	modprobe kvm_lapic_pin method="$METHOD"
+	modprobe kvm_lapic_pin method="$METHOD" && module_text
 }
 
 # What status/symbols lists for this round's method.
@@ -188,6 +188,23 @@ float_vcpus() { # pid...
 		phase=$((phase + 1))
 		sleep 0.005
 	done >/dev/null 2>&1
+}
+
+# float_count BASE NTHREADS: how many 10 ms arms a floating run of
+# NTHREADS vCPU threads takes for float_vcpus to move each at least 8
+# times: BASE, or more where a taskset (a fork and an exec) is slow, as on
+# the debug kernel.  Timed over 10 tasksets, in centiseconds (/proc/uptime).
+float_count() {
+	fc_t0=$(tr -d . </proc/uptime | cut -d' ' -f1)
+	fc_i=0
+	while [ $fc_i -lt 10 ]; do
+		taskset -pc 0-2 $$ >/dev/null
+		fc_i=$((fc_i + 1))
+	done
+	fc_t=$(($(tr -d . </proc/uptime | cut -d' ' -f1) - fc_t0))
+	# A round: a taskset per thread, the sed, the 5 ms sleep.
+	fc_n=$((8 * (($2 + 1) * fc_t / 10 + 1)))
+	echo $((fc_n > $1 ? fc_n : $1))
 }
 
 running() { # pid...

@@ -10,15 +10,20 @@ set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks load fix migration stimer multi storm lifecycle input udev fallback; do
+for f in checks leaks load fix migration stimer multi storm lifecycle input udev fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
 # shellcheck source=tests/e2e/check-command.sh
 . /payload/check-command.sh
 
+# What the kernel says when something is wrong: WARN and BUG (the reports
+# of KASAN, KFENCE and might_sleep() among them, and most of lockdep's),
+# lockdep's INFO reports and its giving up, RCU stalls, debugobjects, list
+# corruption.  (kmemleak's scans find objects of other code too: leaks.sh
+# judges the module's.)
 scan_dmesg() {
-	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|lockdep|circular locking|stall|kprobe.*(fail|error)|Call Trace'
+	! dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|INFO: (possible|trying to register|task .* blocked)|locking correctness validator|circular locking|stall|kprobe.*(fail|error)|Call Trace|ODEBUG|list_(add|del) corruption'
 }
 
 events_setup
@@ -29,9 +34,11 @@ for METHOD in callsite rearm; do
 	for g in fix migration stimer multi storm input lifecycle udev; do
 		timed group_$g
 	done
+	module_text	# loaded by udev, the last group
 	rmmod kvm_lapic_pin
 	idle_vm_stop
 	kvm_unload
+	leak_check "rmmod, kvm unloaded: nothing of the module's left allocated"
 done
 
 METHOD=auto
@@ -46,5 +53,5 @@ group_check_command	# once, not per method
 METHOD=module
 check "panic_on_warn stays on" "$(cat /proc/sys/kernel/panic_on_warn)" \
 	'[ "$(cat /proc/sys/kernel/panic_on_warn)" = 1 ]'
-check "clean dmesg" "no WARN/BUG/lockdep/stall/kprobe error" scan_dmesg
+check "clean dmesg" "no WARN/BUG/KASAN/lockdep/stall/ODEBUG/kprobe error" scan_dmesg
 exit 0

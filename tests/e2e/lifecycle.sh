@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # The module's life beside kvm and a running guest:
 # - kvm unloaded under the module: it detaches; reloaded: it re-attaches,
-#   with the same method, and pins again;
+#   with the same method, leaves nothing allocated (leaks.sh), and pins
+#   again;
 # - the switch toggled 200 times under a guest arming 1 ms timers: no
 #   interrupt lost or doubled, ends enabled;
 # - rmmod while a guest runs timers: the guest is unharmed, and the timers
@@ -14,6 +15,7 @@ group_lifecycle() {
 	modprobe kvm_amd
 	check "kvm reload: re-attaches" \
 		"attached=$(status attached) method=$(status method)" 'attached_ok'
+	leak_check "kvm reload: nothing of the module's left allocated"
 	idle_vm
 	run_timer --mode oneshot --interval-us 10000 --count 20 --cpu $VCPU
 	pinned "fix oneshot 10ms after kvm reload" 20

@@ -39,13 +39,15 @@ group_multi() {
 		'[ "$(status unmatched)" = "$unmatched" ] &&
 		 [ "$(status stimer_unmatched)" = 0 ]'
 
-	run_vms 2 2 float --mode oneshot --interval-us 10000 --count 60
-	each_vcpu "multi floating oneshot 10ms" 60 floated
-	run_vms 1 2 float --mode tscdeadline --interval-us 10000 --count 60
-	each_vcpu "multi floating tscdeadline 10ms" 60 floated
+	n=$(float_count 60 4)
+	run_vms 2 2 float --mode oneshot --interval-us 10000 --count "$n"
+	each_vcpu "multi floating oneshot 10ms" "$n" floated
+	n=$(float_count 60 2)
+	run_vms 1 2 float --mode tscdeadline --interval-us 10000 --count "$n"
+	each_vcpu "multi floating tscdeadline 10ms" "$n" floated
 	knob 0
-	run_vms 1 2 float --mode oneshot --interval-us 10000 --count 60
-	each_vcpu "multi control floating oneshot 10ms" 60 floated_control
+	run_vms 1 2 float --mode oneshot --interval-us 10000 --count "$n"
+	each_vcpu "multi control floating oneshot 10ms" "$n" floated_control
 	knob 1
 }
 
