@@ -19,7 +19,7 @@
 # mean what it says: the package's dkms dependency is not met by this
 # release, the running kernel is installed here (Debian's DKMS hook
 # then builds for it, not for a kernel that only has headers), or the
-# headers' packages are not Debian's (they run no DKMS hook).
+# headers' packages are upstream's bindeb-pkg ones (no DKMS hook).
 #
 #   tests/package-cycle.sh KVER HEADER_DEBS DEB NEXT_DEB MODULE_OUT
 set -euo pipefail
@@ -79,17 +79,13 @@ dpkg --compare-versions "$have" ge "$need" ||
 [[ -z $(leftovers) ]] || { echo "left over before install:"; leftovers; exit 1; }
 
 header_files=("$header_debs"/*.deb)
-# Debian's headers packages run /etc/kernel/header_postinst.d, where DKMS's
-# hook is; those the kernel's own `make bindeb-pkg` makes (the debug
-# kernel's) do not.
+# Debian's headers packages have DKMS build for their kernel; those the
+# kernel's own `make bindeb-pkg` makes (Source: linux-upstream, the debug
+# kernel's) run no such hook.
 for f in "${header_files[@]}"; do
-	dpkg-deb -I "$f" postinst 2>/dev/null || true
-done | grep -q header_postinst.d ||
-	skip "the headers' packages of $kver run no /etc/kernel/header_postinst.d" \
-		"hooks (DKMS's): not Debian's"
-mapfile -t headers < <(for f in "${header_files[@]}"; do dpkg-deb -f "$f" Package; done)
-for p in "${headers[@]}"; do
-	! is_installed "$p" || skip "$p is installed here already"
+	[[ $(dpkg-deb -f "$f" Source) != linux-upstream ]] ||
+		skip "the headers' packages of $kver are upstream's bindeb-pkg ones:" \
+			"they run no DKMS hook"
 done
 # What they pull in that is not here yet (linux-base, the compiler's
 # metapackage), purged with them.
