@@ -452,8 +452,7 @@ fetch_kernel() {
     kver=$(depends_of "$meta" "$version" | sed -n 's/^linux-image-//p' | head -n1)
     [[ -n $kver ]] || die "$name: $meta $version depends on no linux-image-*"
 
-    if [[ -f $root/.fetched ]] && grep -qxF "VERSION=$version" "$root/.fetched" &&
-        grep -qxF "STAMP=$STAMP_FORMAT" "$root/.fetched"; then
+    if unpacked_as "$name" "$version"; then
         echo "$name: $kver ($version, $suite) already fetched"
         return
     fi
@@ -473,6 +472,14 @@ fetch_kernel() {
     mkdir -p "$root" "$root.debs"
     (cd "$root.debs" && apt-get "${APT_OPTS[@]}" -qq download "${pkgs[@]/%/=$version}")
     unpack_kernel "$name" "$version" "$suite" "$kver"
+}
+
+# Whether kernel $1 is unpacked at version $2, by this format of stamp.
+unpacked_as() {
+    local file
+    file=$(kernel_root "$1")/.fetched
+    [[ -f $file ]] && grep -qxF "VERSION=$2" "$file" &&
+        grep -qxF "STAMP=$STAMP_FORMAT" "$file"
 }
 
 # Unpack the packages in ROOT.debs into ROOT, the root of kernel $1 ($4),
@@ -504,9 +511,8 @@ unpack_kernel() {
 # Built kernel $1's cache entry: sets base, version, config and key (the
 # base kernel, fetched, its version and config, and the hash of that config,
 # DEBUG_CONFIG's settings and VM_MODULES), and entry, its directory in
-# BUILD_CACHE.
-# With the source package downloaded into entry.src unless it is built.
-# Under the fetch lock (it uses the private apt state).
+# BUILD_CACHE; downloads the source package into entry.src unless the
+# entry is built.  Under the fetch lock (it uses the private apt state).
 built_entry() {
     base=${BUILT[$1]}
     fetch_kernel "$base"
@@ -555,8 +561,7 @@ fetch_built() {
     local name=$1 base version config key entry root kver
     built_entry "$name"
     root=$(kernel_root "$name")
-    if [[ -f $root/.fetched ]] && grep -qxF "VERSION=$version+$key" "$root/.fetched" &&
-        grep -qxF "STAMP=$STAMP_FORMAT" "$root/.fetched"; then
+    if unpacked_as "$name" "$version+$key"; then
         echo "$name: $(stamp "$name" KVER) ($version, config $key) already built"
         return
     fi

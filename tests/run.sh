@@ -148,9 +148,11 @@ build_in_background() {
 	mapfile -t built < <(printf '%s\n' "$@" | grep -xFf <("$TESTS_DIR/kernels.sh" built))
 	((${#built[@]})) || return 0
 	echo "building ${built[*]} in the background (log: $CACHE/logs/build-kernels.log)"
-	nice -n 19 "$TESTS_DIR/kernels.sh" build "${built[@]}" \
+	# A session of its own, so that a run stopped early stops it too.
+	setsid nice -n 19 "$TESTS_DIR/kernels.sh" build "${built[@]}" \
 		>"$CACHE/logs/build-kernels.log" 2>&1 &
 	BUILDER=$!
+	trap 'kill -- -"$BUILDER" 2>/dev/null' EXIT
 }
 
 main() {
