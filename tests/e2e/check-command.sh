@@ -14,13 +14,17 @@ CHECK=/payload/kvm-lapic-pin-check
 PACKAGE_KO=/payload/package/kvm_lapic_pin.ko
 
 # check_run MODE ARGS...: kvm-lapic-pin-check ARGS for 2 s while a guest
-# arms a timer of workload mode MODE every 10 ms; OUT is its output, RC its
-# status, ROW the guest vCPU's row of the table.
+# arms a timer of workload mode MODE every 10 ms (for 10 s: the check starts
+# once the vCPU runs, and must end before the guest does, also where the
+# debug kernel makes both slow); OUT is its output, RC its status, ROW the
+# guest vCPU's row of the table.
 check_run() {
-	$W --mode "$1" --interval-us 10000 --count 500 --cpu $VCPU >/dev/null &
+	$W --mode "$1" --interval-us 10000 --count 1000 --cpu $VCPU \
+		>/tmp/check.out &
 	shift
 	guest=$!
-	sleep 1
+	vcpus_up 1 /tmp/check.out
+	sleep 0.5
 	OUT=$($CHECK -d 2 "$@" 2>&1)
 	RC=$?
 	kill $guest

@@ -207,6 +207,18 @@ float_count() {
 	echo $((fc_n > $1 ? fc_n : $1))
 }
 
+# vcpus_up N FILE...: wait (up to 10 s) until the workloads writing
+# FILE... have started N vCPUs between them.
+vcpus_up() {
+	vu_n=$1 vu_w=0
+	shift
+	while [ "$(cat "$@" 2>/dev/null | grep -c '^VCPU')" -lt "$vu_n" ] &&
+		[ $vu_w -lt 100 ]; do
+		sleep 0.1
+		vu_w=$((vu_w + 1))
+	done
+}
+
 running() { # pid...
 	for p; do
 		! kill -0 "$p" 2>/dev/null || return 0

@@ -86,11 +86,7 @@ guests_start() {
 		done >/tmp/storm$v.out &
 		GUESTS="$GUESTS $!"
 	done
-	w=0
-	while [ "$(cat /tmp/storm*.out | grep -c '^VCPU')" -lt 4 ] && [ $w -lt 100 ]; do
-		sleep 0.1
-		w=$((w + 1))
-	done
+	vcpus_up 4 /tmp/storm*.out
 }
 
 guests_stop() { # name
