@@ -1,24 +1,26 @@
 #!/bin/bash
-# Build the packages of a kernel from Debian's source package, as
-# tests/kernels.sh does for the kernels of its BUILT table (the debug
-# kernel):
+# Build a kernel from Debian's source package, as tests/kernels.sh does for
+# the kernels of its BUILT table (the debug kernel, the real guest's):
 #
 #   tests/kernel-build.sh SOURCE_DEB CONFIG FRAGMENT MODULES OUT_DIR
 #
-# SOURCE_DEB is a linux-source-X.Y package, CONFIG the config of the Debian
-# kernel built from it, MODULES (space separated) the only modules to keep:
-# every other one is configured out (localmodconfig), then FRAGMENT is
-# merged over the result and the rest follows from Kconfig (olddefconfig).
-# `make bindeb-pkg` builds it; OUT_DIR gets its linux-image and
-# linux-headers packages, the final config (config) and the build's log
-# (build.log).  The sources and objects live in OUT_DIR.tmp while it runs.
+# SOURCE_DEB is a linux-source-X.Y package.  With MODULES (space
+# separated), CONFIG is the config of the Debian kernel built from it, and
+# every module but those is configured out (localmodconfig); `make
+# bindeb-pkg` builds it, and OUT_DIR gets its linux-image and linux-headers
+# packages.  With none, CONFIG is a make target to start from (tinyconfig)
+# and OUT_DIR gets the kernel image alone (bzImage).  Either way FRAGMENT
+# is merged over the start and the rest follows from Kconfig
+# (olddefconfig); OUT_DIR also gets the final config (config) and the
+# build's log (build.log).  The sources and objects live in OUT_DIR.tmp
+# while it runs.
 set -euo pipefail
 
 (($# == 5)) || {
-	sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+	sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 	exit 2
 }
-source_deb=$(realpath "$1") config=$(realpath "$2")
+source_deb=$(realpath "$1") config=$2
 fragment=$(realpath "$3") modules=$4 out=$5
 work=$out.tmp
 
@@ -30,12 +32,16 @@ dpkg-deb --fsys-tarfile "$source_deb" |
 tar -xaf "$work"/linux-source-*.tar.xz -C "$work"
 src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'linux-source-*')
 
-cp "$config" "$work/o/.config"
 for m in $modules; do
 	echo "$m 0 0"
 done >"$work/lsmod"
 {
-	make -C "$src" O="$work/o" LSMOD="$work/lsmod" localmodconfig </dev/null
+	if [[ -n $modules ]]; then
+		cp "$config" "$work/o/.config"
+		make -C "$src" O="$work/o" LSMOD="$work/lsmod" localmodconfig </dev/null
+	else
+		make -C "$src" O="$work/o" "$config"
+	fi
 	"$src/scripts/kconfig/merge_config.sh" -O "$work/o" -m "$work/o/.config" \
 		"$fragment"
 	make -C "$src" O="$work/o" olddefconfig
@@ -57,10 +63,18 @@ done)
 cp "$work/o/.config" "$out/config"
 
 echo "building in $work with $(nproc) jobs"
-make -C "$src" O="$work/o" -j"$(nproc)" bindeb-pkg DPKG_FLAGS=-d \
-	>>"$out/build.log" 2>&1 || {
+if [[ -n $modules ]]; then
+	target=(bindeb-pkg DPKG_FLAGS=-d)
+else
+	target=(bzImage)
+fi
+make -C "$src" O="$work/o" -j"$(nproc)" "${target[@]}" >>"$out/build.log" 2>&1 || {
 	tail -n 30 "$out/build.log" >&2
 	exit 1
 }
-rm -f "$work"/linux-libc-dev_*.deb
-mv "$work"/linux-image-*.deb "$work"/linux-headers-*.deb "$out/"
+if [[ -n $modules ]]; then
+	rm -f "$work"/linux-libc-dev_*.deb
+	mv "$work"/linux-image-*.deb "$work"/linux-headers-*.deb "$out/"
+else
+	mv "$work/o/arch/x86/boot/bzImage" "$out/"
+fi

@@ -5,6 +5,8 @@
 #                                              prepare their build environments
 #   tests/kernels.sh build NAME...             build the kernels of BUILT named
 #                                              (fetch does too, if need be)
+#   tests/kernels.sh image NAME                build a guest's kernel of BUILT
+#                                              if need be, print its image's path
 #   tests/kernels.sh info NAME                 print KVER, KDIR, VMLINUZ, MODDIR,
 #                                              ENV, COMPILER, SUITE, HEADER_DEBS
 #   tests/kernels.sh run NAME -- CMD...        run CMD in NAME's build environment
@@ -20,6 +22,8 @@
 # be 6.12-debug, a kernel built here from Debian's source (see BUILT below):
 # its first fetch builds it (about 16 min on 2 cores), later ones take it
 # from KLP_BUILD_CACHE (default ~/.cache/kvm-lapic-pin), kept across clones.
+# The real guest's kernel, guest-6.12, is built and kept the same way
+# (about 4 min).
 #
 # The build environment is the host for a kernel built with the host's gcc
 # version (CONFIG_CC_VERSION_TEXT in the kernel's headers), and otherwise a
@@ -86,20 +90,29 @@ declare -rA SUITES=(
     [7.x-sid]="sid"
     [7.x-sid-rt]="sid"
 )
-# Kernels built here (fetch_built): each from the source package of the
-# kernel it names, with that kernel's config.  6.12-debug is the debug
-# kernel: Debian's 6.12 of bookworm with KASAN, lockdep and the other
-# checkers of tests/debug-kernel.config, and no modules but VM_MODULES.
+# Kernels built here: each from the source package of the kernel it
+# names, with the fragment BUILT_FRAGMENT names.  6.12-debug is the debug
+# kernel: Debian's 6.12 of bookworm with that kernel's config, the checkers
+# of tests/debug-kernel.config, and no modules but those BUILT_MODULES
+# names: the ones the test VM loads (tests/vm/mkinitramfs.sh: kvm, kvm_amd
+# and what Debian's builds of them depend on).  guest-6.12 is the kernel
+# of the real-guest scenario's guest (tests/e2e/real-guest.sh), from
+# tinyconfig: an image alone (no modules), that QEMU boots in the test VM,
+# not a kernel to test (image prints its path; fetch refuses it).
 declare -rA BUILT=(
     [6.12-debug]=6.12-bookworm
+    [guest-6.12]=6.12-bookworm
 )
-DEBUG_CONFIG=$TESTS_DIR/debug-kernel.config
-# The modules the test VM loads (tests/vm/mkinitramfs.sh): kvm, kvm_amd and
-# what Debian's builds of them depend on.
-VM_MODULES="kvm kvm_amd irqbypass ccp"
-# Built kernels' packages, kept across clones and runs (KLP_BUILD_CACHE).
+declare -rA BUILT_FRAGMENT=(
+    [6.12-debug]=$TESTS_DIR/debug-kernel.config
+    [guest-6.12]=$TESTS_DIR/guest-kernel.config
+)
+declare -rA BUILT_MODULES=(
+    [6.12-debug]="kvm kvm_amd irqbypass ccp"
+)
+# Built kernels, kept across clones and runs (KLP_BUILD_CACHE).
 BUILD_CACHE=${KLP_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvm-lapic-pin}
-readonly DEBUG_CONFIG VM_MODULES BUILD_CACHE
+readonly BUILD_CACHE
 # ... and the older names that still work.
 declare -rA ALIAS=(
     [6.12]=6.12-bookworm
@@ -508,9 +521,10 @@ unpack_kernel() {
         "HOST_DEPS=${host_deps[*]}" >"$root/.fetched"
 }
 
-# Built kernel $1's cache entry: sets base, version, config and key (the
-# base kernel, fetched, its version and config, and the hash of that config,
-# DEBUG_CONFIG's settings and VM_MODULES), and entry, its directory in
+# Built kernel $1's cache entry: sets base, version (the base kernel,
+# fetched, and its version), config (its config, or tinyconfig for a
+# kernel without modules) and key (the hash of that config, of the
+# fragment's settings and of the modules kept), and entry, its directory in
 # BUILD_CACHE; downloads the source package into entry.src unless the
 # entry is built.  Under the fetch lock (it uses the private apt state).
 built_entry() {
@@ -519,11 +533,13 @@ built_entry() {
     [[ -z $(stamp "$base" CHROOT_SUITE) ]] ||
         die "$1: $base is not built with the host's gcc; only such a kernel is rebuilt here"
     version=$(stamp "$base" VERSION)
-    local bkver src
+    local bkver src modules=${BUILT_MODULES[$1]-}
     bkver=$(stamp "$base" KVER)
-    config=$(kernel_root "$base")/boot/config-$bkver
-    key=$({ cat "$config"; grep -E '^(CONFIG_|# CONFIG_.* is not set$)' "$DEBUG_CONFIG"
-        echo "$VM_MODULES"; } | sha256sum | cut -c1-12)
+    config=tinyconfig
+    [[ -z $modules ]] || config=$(kernel_root "$base")/boot/config-$bkver
+    key=$({ if [[ -f $config ]]; then cat "$config"; else echo "$config"; fi
+        grep -E '^(CONFIG_|# CONFIG_.* is not set$)' "${BUILT_FRAGMENT[$1]}"
+        echo "$modules"; } | sha256sum | cut -c1-12)
     entry=$BUILD_CACHE/$1-$version-$key
     src=linux-source-${bkver%.*}
     [[ ! -f $entry/.built && -z $(compgen -G "$entry.src/*.deb") ]] || return 0
@@ -535,8 +551,8 @@ built_entry() {
 }
 
 # Build kernel $1 into its entry (built_entry) unless it is there, by
-# tests/kernel-build.sh from the source package with the base's config, under
-# the entry's lock: one build at a time, from any clone.
+# tests/kernel-build.sh from the source package, under the entry's lock:
+# one build at a time, from any clone.
 build_kernel() {
     local lock start=$SECONDS
     exec {lock}>"$entry.lock"
@@ -546,8 +562,9 @@ build_kernel() {
     else
         echo "$1: building $(basename "$entry.src"/*.deb) with config $key into $entry"
         rm -rf "$entry"
-        "$TESTS_DIR/kernel-build.sh" "$entry.src"/*.deb "$config" "$DEBUG_CONFIG" \
-            "$VM_MODULES" "$entry" || die "$1: build failed, see $entry/build.log"
+        "$TESTS_DIR/kernel-build.sh" "$entry.src"/*.deb "$config" \
+            "${BUILT_FRAGMENT[$1]}" "${BUILT_MODULES[$1]-}" "$entry" ||
+            die "$1: build failed, see $entry/build.log"
         rm -rf "$entry.src"
         touch "$entry/.built"
         echo "$1: built in $((SECONDS - start)) s"
@@ -555,10 +572,12 @@ build_kernel() {
     exec {lock}>&-
 }
 
-# A kernel of BUILT, built (build_kernel) and unpacked from its entry like a
-# fetched kernel.
+# A kernel of BUILT with modules, built (build_kernel) and unpacked from its
+# entry like a fetched kernel.
 fetch_built() {
     local name=$1 base version config key entry root kver
+    [[ -n ${BUILT_MODULES[$name]-} ]] ||
+        die "$name: a guest's kernel image, not a kernel to test (tests/kernels.sh image $name)"
     built_entry "$name"
     root=$(kernel_root "$name")
     if unpacked_as "$name" "$version+$key"; then
@@ -577,22 +596,38 @@ fetch_built() {
     unpack_kernel "$name" "$version+$key" "$(stamp "$base" SUITE)" "$kver"
 }
 
-# Build the kernels of BUILT named, unless their entries are there; the fetch
-# lock only while the apt state is used, so that fetches go on meanwhile.
+# Build kernel $1 of BUILT unless its entry is built (sets entry); the
+# fetch lock only while the apt state is used, so that fetches go on
+# meanwhile.
+build_one() {
+    local lock
+    mkdir -p "$CACHE" "$BUILD_CACHE"
+    exec {lock}>"$CACHE/fetch.lock"
+    flock "$lock"
+    apt_update
+    built_entry "$1"
+    exec {lock}>&-
+    build_kernel "$1"
+}
+
 cmd_build() {
     (($#)) || usage
-    local name base version config key entry lock
+    local name base version config key entry
     for name; do
         name=$(canonical "$name")
         [[ -n ${BUILT[$name]+set} ]] || die "$name: not a kernel built here"
-        mkdir -p "$CACHE" "$BUILD_CACHE"
-        exec {lock}>"$CACHE/fetch.lock"
-        flock "$lock"
-        apt_update
-        built_entry "$name"
-        exec {lock}>&-
-        build_kernel "$name"
+        build_one "$name"
     done
+}
+
+cmd_image() {
+    (($# == 1)) || usage
+    local name base version config key entry
+    name=$(canonical "$1")
+    [[ -n ${BUILT[$name]+set} && -z ${BUILT_MODULES[$name]-} ]] ||
+        die "$name: not a guest's kernel built here"
+    build_one "$name" >&2
+    echo "$entry/bzImage"
 }
 
 cmd_fetch() {
@@ -797,6 +832,7 @@ main() {
     run) cmd_run "$@" ;;
     kbuild) cmd_kbuild "$@" ;;
     names) cmd_names "$@" ;;
+    image) cmd_image "$@" ;;
     built) (($# == 0)) || usage; printf '%s\n' "${!BUILT[@]}" ;;
     mirrors) cmd_mirrors "$@" ;;
     *) usage ;;

@@ -275,11 +275,16 @@ hist() {
 # written without the hrtimer, so the trace may hold fewer expiries than
 # timers armed (the guest's own count, no_loss, is exact).
 pinned() { # name count
-	count=$2
+	on_vcpu_cpu "$1" $(($2 / 2))
+	no_loss "$1"
+}
+
+# Every expiry, and at least MIN of them, on the vCPU's CPU.
+on_vcpu_cpu() { # name min
+	min=$2
 	eval "on=\$N$VCPU"
 	check "$1: on vCPU CPU" "$(hist)" \
-		'[ "$on" -eq "$TOTAL" ] && [ "$TOTAL" -ge $((count / 2)) ]'
-	no_loss "$1"
+		'[ "$on" -eq "$TOTAL" ] && [ "$TOTAL" -ge "$min" ]'
 }
 
 # How the timer got there.  Call-site: KVM starts it once per arm, pinned
@@ -304,10 +309,15 @@ starts() { # name count
 # all: the hrtimer core keeps a timer local when it expires before the
 # housekeeping CPU's next event, which under emulation is often enough.)
 unpinned() { # name count
-	count=$2
-	check_nohz "$1: off vCPU CPU" "$(hist)" \
-		'[ "$TOTAL" -ge "$count" ] && [ $((N0 * 2)) -ge "$TOTAL" ]'
+	off_vcpu_cpu "$1" "$2"
 	no_loss "$1"
+}
+
+# At least MIN expiries, at least half of them on the housekeeping CPU.
+off_vcpu_cpu() { # name min
+	min=$2
+	check_nohz "$1: off vCPU CPU" "$(hist)" \
+		'[ "$TOTAL" -ge "$min" ] && [ $((N0 * 2)) -ge "$TOTAL" ]'
 }
 
 idle_vm() {

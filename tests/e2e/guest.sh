@@ -10,7 +10,8 @@ set -u
 
 # shellcheck source=tests/e2e/lib.sh
 . /payload/lib.sh
-for f in checks leaks load fix migration stimer multi storm lifecycle input udev fallback; do
+for f in checks leaks load fix migration stimer multi storm real-guest lifecycle input udev \
+	fallback; do
 	# shellcheck disable=SC1090
 	. /payload/$f.sh
 done
@@ -31,7 +32,7 @@ for METHOD in callsite rearm; do
 	group_load
 	[ "$METHOD" = callsite ] && CALLSITE_SYMBOLS=$(status symbols)
 	idle_vm
-	for g in fix migration stimer multi storm input lifecycle udev; do
+	for g in fix migration stimer multi storm real_guest input lifecycle udev; do
 		timed group_$g
 	done
 	module_text	# loaded by udev, the last group

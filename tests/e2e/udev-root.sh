@@ -8,6 +8,8 @@ set -euo pipefail
 
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPO_ROOT=$(dirname "$TESTS_DIR")
+# shellcheck source=tests/lib.sh
+source "$TESTS_DIR/lib.sh"
 DEBS=$TESTS_DIR/.cache/udev
 out=${1:?usage: udev-root.sh OUTDIR}
 
@@ -19,10 +21,6 @@ rm -rf "$out"
 mkdir -p "$out"
 dpkg -x "$(echo "$DEBS"/udev_*.deb)" "$out"
 rm -rf "${out:?}/usr/share" "$out/lib/udev/hwdb.d"
-ldd "$out/bin/udevadm" |
-	awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/lib64\// { print $1 }' |
-	while read -r lib; do
-		cp -L --parents "$lib" "$out"
-	done
+copy_libs "$out" "$out/bin/udevadm"
 install -D -m 0644 "$REPO_ROOT/udev/90-kvm-lapic-pin.rules" \
 	"$out/lib/udev/rules.d/90-kvm-lapic-pin.rules"
